@@ -1,0 +1,37 @@
+# vardbio: `make run` runs the default campaign, `make test` runs the tests.
+# Everything is installed into .venv; GPU users override TORCH, e.g.
+#   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+EXTRAS ?= test
+
+.PHONY: install run test test-slow bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# torch first, pinned, so that nothing below pulls a different (CUDA) build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/vardbio run campaign=toy_linear algorithm=vard out_dir=runs/toy_linear
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -q -m slow
+
+bench: $(STAMP)
+	$(VENV)/bin/vardbio bench campaign=toy_linear out_dir=runs/bench_toy_linear
+
+clean:
+	rm -rf $(VENV) runs build *.egg-info
