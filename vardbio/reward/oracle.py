@@ -24,12 +24,16 @@ class OracleError(Exception):
 class OracleResult:
     """Scores of one batch.
 
-    values:  (n,) float64, NaN where the design could not be scored.
-    reasons: n entries, None where scored, otherwise why it failed.
+    values:     (n,) float64, NaN where the design could not be scored.
+    reasons:    n entries, None where scored, otherwise why it failed.
+    provenance: filled by the runtime: oracle name, version and params behind every value.
+    from_cache: filled by the runtime: (n,) bool, True where the value came from the cache.
     """
 
     values: np.ndarray
     reasons: list[str | None] = field(default_factory=list)
+    provenance: dict[str, Any] | None = None
+    from_cache: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.values = np.asarray(self.values, dtype=np.float64).reshape(-1)
@@ -58,12 +62,18 @@ class Oracle(ABC):
 
     Subclasses set `name`, `version` and `higher_is_better`, implement `score`, and return
     from `params()` every setting that changes a score (it is part of the cache key).
+    `cpu_heavy` tells the runtime to use a process pool by default (docking, force fields).
     """
 
     name: str = "oracle"
     version: str = "1"
     higher_is_better: bool = True
     units: str = ""
+    cpu_heavy: bool = False
+
+    def provenance(self) -> dict[str, Any]:
+        """What produced a score: oracle name, version and parameters."""
+        return {"oracle": self.name, "version": self.version, "params": self.params()}
 
     @abstractmethod
     def score(self, designs: Sequence[Any]) -> OracleResult:
