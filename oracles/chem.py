@@ -1,0 +1,270 @@
+"""Chemistry oracles on RDKit molecules.
+
+Design: an RDKit `Mol` (or a SMILES string, parsed here). The 3D oracle (MMFF strain) needs
+a conformer with 3D coordinates; hydrogens are added with coordinates when missing. A design
+that cannot be parsed or sanitised gets NaN with the reason, except for `chem_validity`,
+whose score is exactly that verdict (1 valid, 0 not).
+
+Cost: all are sub-millisecond per molecule except SA score (~1 ms), the PAINS/alerts filter
+(~1 ms) and MMFF strain (10-100 ms, more with a conformer search).
+"""
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import numpy as np
+from rdkit import Chem, RDLogger
+from rdkit.Chem import QED, Crippen, Descriptors, Lipinski
+from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
+
+from vardbio.reward.oracle import OracleError, PerDesignOracle
+
+RDLogger.DisableLog("rdApp.*")
+
+
+def to_mol(design: Any) -> Chem.Mol:
+    """A sanitised copy of an RDKit Mol or the Mol of a SMILES; OracleError if impossible."""
+    if isinstance(design, str):
+        if not design.strip():
+            raise OracleError("empty SMILES")
+        mol = Chem.MolFromSmiles(design)
+        if mol is None:
+            raise OracleError(f"unparsable SMILES {design!r}")
+    elif isinstance(design, Chem.Mol):
+        mol = Chem.Mol(design)
+        try:
+            Chem.SanitizeMol(mol)
+        except Exception as err:  # noqa: BLE001 - RDKit raises several types
+            raise OracleError(f"molecule fails sanitisation: {err}") from err
+    elif design is None:
+        raise OracleError("no molecule (None)")
+    else:
+        raise OracleError(f"expected an RDKit Mol or a SMILES string, got {type(design).__name__}")
+    if mol.GetNumAtoms() == 0:
+        raise OracleError("empty molecule")
+    return mol
+
+
+def smiles_key(design: Any) -> str:
+    """Canonical isomeric SMILES of a design (the raw text if it does not parse)."""
+    if isinstance(design, str):
+        mol = Chem.MolFromSmiles(design)
+        return "smi:" + Chem.MolToSmiles(mol) if mol is not None else "raw:" + design
+    if isinstance(design, Chem.Mol):
+        return "smi:" + Chem.MolToSmiles(design)
+    return f"{type(design).__name__}:{design!r}"
+
+
+def coords_key(design: Any) -> str:
+    """SMILES plus a hash of the first conformer's coordinates rounded to 0.001 Å."""
+    key = smiles_key(design)
+    if isinstance(design, Chem.Mol) and design.GetNumConformers():
+        pos = np.round(design.GetConformer().GetPositions(), 3) + 0.0  # no -0.0
+        key += "|xyz:" + hashlib.sha1(pos.tobytes()).hexdigest()
+    return key
+
+
+class MolOracle(PerDesignOracle):
+    """Base of the 2D chemistry oracles: canonical SMILES as the cache key."""
+
+    def design_key(self, design: Any) -> str:
+        return smiles_key(design)
+
+
+class ChemValidity(MolOracle):
+    """1.0 if the design parses and sanitises (and is one fragment if `single_fragment`),
+    0.0 otherwise. Unitless, higher is better, ~0.1 ms."""
+
+    name = "chem_validity"
+    units = "fraction (0 or 1)"
+
+    def __init__(self, single_fragment: bool = False):
+        self.single_fragment = bool(single_fragment)
+
+    def params(self):
+        return {"single_fragment": self.single_fragment}
+
+    def score_one(self, design):
+        if not isinstance(design, (str, Chem.Mol)):
+            raise OracleError(f"expected an RDKit Mol or a SMILES string, got {type(design).__name__}")
+        try:
+            mol = to_mol(design)
+        except OracleError:
+            return 0.0
+        if self.single_fragment and len(Chem.GetMolFrags(mol)) > 1:
+            return 0.0
+        return 1.0
+
+
+class QEDOracle(MolOracle):
+    """Quantitative estimate of drug-likeness (Bickerton et al. 2012), in [0, 1], higher is
+    better, ~0.5 ms."""
+
+    name = "qed"
+    units = "QED (0-1)"
+
+    def score_one(self, design):
+        return QED.qed(to_mol(design))
+
+
+class SAScore(MolOracle):
+    """Synthetic accessibility (Ertl & Schuffenhauer 2009, rdkit.Contrib), 1 (easy) to
+    10 (hard): lower is better, ~1 ms."""
+
+    name = "sa_score"
+    units = "SA score (1-10)"
+    higher_is_better = False
+    _scorer = None
+
+    def score_one(self, design):
+        if SAScore._scorer is None:
+            import os
+            import sys
+
+            from rdkit.Chem import RDConfig
+            sys.path.append(os.path.join(RDConfig.RDContribDir, "SA_Score"))
+            import sascorer  # noqa: E402 - ships in rdkit.Contrib, not as a module
+            SAScore._scorer = sascorer
+        return SAScore._scorer.calculateScore(to_mol(design))
+
+
+class LogP(MolOracle):
+    """Crippen logP (octanol/water). No preferred direction: use a transform (e.g. a
+    double sigmoid window); higher_is_better is nominal. ~0.2 ms."""
+
+    name = "logp"
+    units = "log10 partition coefficient"
+
+    def score_one(self, design):
+        return Crippen.MolLogP(to_mol(design))
+
+
+class MolWeight(MolOracle):
+    """Average molecular weight in daltons. No preferred direction: use a transform. ~0.1 ms."""
+
+    name = "mol_weight"
+    units = "Da"
+
+    def score_one(self, design):
+        return Descriptors.MolWt(to_mol(design))
+
+
+class LipinskiViolations(MolOracle):
+    """Number of Lipinski rule-of-five violations (MW > 500, Crippen logP > 5, H-bond donors
+    > 5, H-bond acceptors > 10), 0-4, lower is better, ~0.3 ms."""
+
+    name = "lipinski_violations"
+    units = "count (0-4)"
+    higher_is_better = False
+
+    def score_one(self, design):
+        mol = to_mol(design)
+        return float(sum([Descriptors.MolWt(mol) > 500, Crippen.MolLogP(mol) > 5,
+                          Lipinski.NumHDonors(mol) > 5, Lipinski.NumHAcceptors(mol) > 10]))
+
+
+class StructuralAlerts(MolOracle):
+    """Number of structural-alert matches from RDKit's filter catalogs (PAINS by default;
+    also BRENK, NIH, ZINC, ...). Count, lower is better (0 = clean), ~1 ms."""
+
+    name = "structural_alerts"
+    units = "count"
+    higher_is_better = False
+
+    def __init__(self, catalogs: tuple[str, ...] | list[str] = ("PAINS",)):
+        cats = FilterCatalogParams.FilterCatalogs
+        self.catalogs = tuple(str(c).upper() for c in catalogs)
+        if not self.catalogs:
+            raise ValueError("structural_alerts needs at least one catalog")
+        params = FilterCatalogParams()
+        valid = {n: v for n, v in vars(cats).items() if n.isupper()}
+        for c in self.catalogs:
+            if c not in valid:
+                raise ValueError(f"unknown filter catalog '{c}'; choose from {sorted(valid)}")
+            params.AddCatalog(valid[c])
+        self._catalog = None
+        self._params = params
+
+    def __getstate__(self):
+        return {"catalogs": self.catalogs}
+
+    def __setstate__(self, state):
+        self.__init__(state["catalogs"])
+
+    def params(self):
+        return {"catalogs": list(self.catalogs)}
+
+    def score_one(self, design):
+        if self._catalog is None:
+            self._catalog = FilterCatalog(self._params)
+        return float(len(self._catalog.GetMatches(to_mol(design))))
+
+
+class MMFFStrain(PerDesignOracle):
+    """MMFF94 strain energy per heavy atom of a 3D molecule, kcal/mol per heavy atom, lower
+    is better.
+
+    strain = (E(given conformer) - E(relaxed)) / heavy atoms, where E(relaxed) is the lowest
+    MMFF94 energy among the given conformer minimised and, if `n_conformers` > 0, that many
+    ETKDG conformers (seeded) minimised. Hydrogens missing from the design are added with
+    coordinates (their positions are first relaxed with heavy atoms fixed, so missing H do not
+    count as strain). ~20-100 ms per molecule, more with a conformer search.
+    """
+
+    name = "mmff_strain"
+    units = "kcal/mol per heavy atom"
+    higher_is_better = False
+
+    def __init__(self, n_conformers: int = 0, max_iters: int = 2000, seed: int = 0):
+        if n_conformers < 0 or max_iters < 1:
+            raise ValueError("mmff_strain needs n_conformers >= 0 and max_iters >= 1")
+        self.n_conformers, self.max_iters, self.seed = int(n_conformers), int(max_iters), int(seed)
+
+    def params(self):
+        return {"n_conformers": self.n_conformers, "max_iters": self.max_iters, "seed": self.seed}
+
+    def design_key(self, design):
+        return coords_key(design)
+
+    def score_one(self, design):
+        from rdkit.Chem import AllChem
+        from rdkit.Chem import rdForceFieldHelpers as ffh
+
+        if not isinstance(design, Chem.Mol):
+            raise OracleError(f"mmff_strain needs an RDKit Mol with 3D coordinates, got "
+                              f"{type(design).__name__}")
+        mol = to_mol(design)
+        if mol.GetNumConformers() == 0:
+            raise OracleError("molecule has no conformer (3D coordinates needed)")
+        pos = mol.GetConformer().GetPositions()
+        if not np.isfinite(pos).all():
+            raise OracleError("conformer has non-finite coordinates")
+        if not mol.GetConformer().Is3D() or np.ptp(pos[:, 2]) == 0 and mol.GetNumAtoms() > 3:
+            raise OracleError("conformer is 2D (3D coordinates needed)")
+        n_given = mol.GetNumAtoms()
+        mol = Chem.AddHs(mol, addCoords=True)
+        props = ffh.MMFFGetMoleculeProperties(mol)
+        if props is None:
+            raise OracleError("MMFF94 has no parameters for this molecule")
+        ff = ffh.MMFFGetMoleculeForceField(mol, props, confId=0)
+        # relax only the hydrogens that were added here
+        if mol.GetNumAtoms() > n_given:
+            for i in range(n_given):
+                ff.AddFixedPoint(i)
+            ff.Minimize(maxIts=self.max_iters)
+            ff = ffh.MMFFGetMoleculeForceField(mol, props, confId=0)
+        e_given = ff.CalcEnergy()
+        relaxed = Chem.Mol(mol)
+        ff_r = ffh.MMFFGetMoleculeForceField(relaxed, props, confId=0)
+        ff_r.Minimize(maxIts=self.max_iters)
+        energies = [ff_r.CalcEnergy()]
+        if self.n_conformers:
+            search = Chem.Mol(mol)
+            search.RemoveAllConformers()
+            cids = AllChem.EmbedMultipleConfs(search, self.n_conformers, randomSeed=self.seed)
+            for cid, (_, e) in zip(cids, ffh.MMFFOptimizeMoleculeConfs(
+                    search, maxIters=self.max_iters)):
+                energies.append(e)
+        n_heavy = mol.GetNumHeavyAtoms()
+        return (e_given - min(energies)) / n_heavy
