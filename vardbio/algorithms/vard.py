@@ -1,0 +1,142 @@
+"""VARD: value-based reinforced diffusion.
+
+Phase 1 fits a value head V_φ(x_t, t) on rollouts of the reference model scored by the
+oracles. Phase 2 repeats: roll out the current model without gradient; at each chosen step
+k take the detached state x_k, draw one reparameterised step x_{k+1} ~ p_θ(· | x_k), and
+minimise  -V_φ(x_{k+1}, t_{k+1}) + β · KL(p_θ(· | x_k) || p_ref(· | x_k)).
+Gradients pass through one denoising step only; phase 2 calls no oracle unless the value
+head is refreshed (every `refresh_every` iterations, on samples of the current model).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from vardbio.algorithms.base import (
+    Algorithm, AlgorithmContext, choose_steps, rollout_in_chunks, score_trajectory,
+)
+from vardbio.processes.gaussian import GaussianProcess
+from vardbio.value.fitting import ValueFitConfig, fit_value
+
+
+@dataclass
+class VARDConfig:
+    """VARD settings.
+
+    beta: KL weight β (reward units per nat); smaller moves further from the reference.
+    batch_size: chains rolled out per iteration.
+    steps_per_update: denoising steps trained per chain and iteration (sampled without
+        replacement); 0 trains on every step.
+    lr, max_grad_norm: Adam learning rate and gradient-norm clip for the denoiser.
+    value_samples: reference rollouts scored by the oracles to fit the value head (capped
+        by the campaign's oracle budget).
+    value: how the value head is fitted (its `target` picks the plain mean or soft value).
+    refresh_every: refit the value head every M iterations on current-model samples
+        (0 = never); each refresh scores `refresh_samples` new designs.
+    rollout_chunk: chains per rollout call when collecting value data.
+    """
+
+    beta: float = 0.1
+    batch_size: int = 64
+    steps_per_update: int = 0
+    lr: float = 1e-4
+    max_grad_norm: float = 1.0
+    value_samples: int = 512
+    value: ValueFitConfig = field(default_factory=ValueFitConfig)
+    refresh_every: int = 0
+    refresh_samples: int = 256
+    rollout_chunk: int = 256
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"VARD needs beta > 0 (the KL weight), got {self.beta}")
+        if self.batch_size < 1 or self.value_samples < 2:
+            raise ValueError("batch_size must be >= 1 and value_samples >= 2")
+        if self.steps_per_update < 0 or self.refresh_every < 0:
+            raise ValueError("steps_per_update and refresh_every must be >= 0")
+
+
+class VARD(Algorithm):
+    name = "vard"
+    config_class = VARDConfig
+
+    def __init__(self, config: VARDConfig, ctx: AlgorithmContext):
+        super().__init__(config, ctx)
+        process = ctx.model.process
+        if isinstance(process, GaussianProcess) and process.config.eta == 0:
+            raise ValueError(
+                "VARD needs a stochastic sampler: eta = 0 (deterministic DDIM) has no step "
+                "density, so the KL to the reference is undefined; set eta > 0"
+            )
+        self.value_head = ctx.make_value_head()
+        self.value_head.requires_grad_(False)
+        self.optimiser = torch.optim.Adam(ctx.model.denoiser.parameters(), lr=config.lr)
+        self.times = [process.time(k) for k in range(process.num_steps + 1)]
+
+    @property
+    def kl_weight(self) -> float:
+        return self.config.beta
+
+    def setup(self) -> dict[str, Any]:
+        n = self.config.value_samples
+        remaining = self.ctx.reward.ledger.remaining
+        if remaining is not None:
+            n = min(n, remaining)
+        report = self._fit_value(self.ctx.reference, n)
+        return {"value_fit": report.as_dict()}
+
+    def _fit_value(self, sampler, n: int):
+        """Score n rollouts of `sampler` and fit the value head on them."""
+        traj = rollout_in_chunks(sampler, n, self.config.rollout_chunk, self.ctx.generator)
+        rewards = score_trajectory(sampler, traj, self.ctx.reward).values
+        self.value_head.requires_grad_(True)
+        report = fit_value(self.value_head, traj, rewards, self.times, self.config.value,
+                           self.config.beta, self.ctx.generator)
+        self.value_head.requires_grad_(False)
+        self.last_fit = report
+        return report
+
+    def iteration(self, index: int) -> dict[str, float]:
+        cfg, ctx = self.config, self.ctx
+        metrics: dict[str, float] = {}
+        if cfg.refresh_every and index > 0 and index % cfg.refresh_every == 0:
+            remaining = ctx.reward.ledger.remaining
+            n = cfg.refresh_samples if remaining is None else min(cfg.refresh_samples, remaining)
+            if n >= 2:
+                metrics["value_r2"] = self._fit_value(ctx.model, n).r2
+        model = ctx.model
+        traj = model.rollout(cfg.batch_size, ctx.generator)
+        steps = choose_steps(model.num_steps, cfg.steps_per_update, ctx.generator)
+        self.optimiser.zero_grad()
+        value_sum = kl_sum = 0.0
+        for k in steps:
+            x_k = traj.states[k]
+            dist = model.step(x_k, k, traj.mask)
+            with torch.no_grad():
+                ref = ctx.reference.step(x_k, k, traj.mask)
+            x_next = dist.rsample(ctx.generator)
+            t_next = torch.full((x_k.shape[0],), self.times[k + 1], dtype=x_k.dtype)
+            value = self.value_head(x_next, t_next, traj.mask)
+            kl = dist.kl(ref)
+            loss = (-value + cfg.beta * kl).mean() / len(steps)
+            loss.backward()
+            value_sum += float(value.mean().detach())
+            kl_sum += float(kl.mean().detach())
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), cfg.max_grad_norm)
+        self.optimiser.step()
+        metrics.update({
+            "loss": (-value_sum + cfg.beta * kl_sum) / len(steps),
+            "value_mean": value_sum / len(steps),
+            "kl_step_mean": kl_sum / len(steps),
+            "grad_norm": float(grad_norm),
+        })
+        return metrics
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"value_head": self.value_head.state_dict(), "optimiser": self.optimiser.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.value_head.load_state_dict(state["value_head"])
+        self.optimiser.load_state_dict(state["optimiser"])

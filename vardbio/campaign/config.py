@@ -1,0 +1,109 @@
+"""Typed campaign configuration, registered with Hydra's ConfigStore, and its conversion to
+plugin config dataclasses at the edge (with errors that name bad keys)."""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class ModelSection:
+    """name: a registered model plugin; options: its architecture options; checkpoint: a
+    weights file, or null for the plugin's shipped checkpoint; value_head: value-head options."""
+
+    name: str = "toy"
+    options: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Optional[str] = None
+    value_head: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RewardTermSection:
+    """One oracle in the reward: a registered oracle name, its constructor params, a weight."""
+
+    oracle: str = "???"
+    params: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+
+
+@dataclass
+class CampaignSection:
+    """What is optimised: the model, the reward, and how long.
+
+    iterations: training iterations (algorithms without training ignore it);
+    eval_samples: designs sampled and scored before and after (on a separate count of oracle calls);
+    oracle_budget: the most real oracle calls the algorithm may spend, or null for no limit.
+    """
+
+    name: str = "???"
+    model: ModelSection = field(default_factory=ModelSection)
+    reward: list[RewardTermSection] = field(default_factory=list)
+    iterations: int = 100
+    eval_samples: int = 1024
+    oracle_budget: Optional[int] = None
+
+
+@dataclass
+class RunConfig:
+    """The root of `vardbio run`. algorithm holds `name` plus that algorithm's settings.
+
+    checkpoint_every: iterations between checkpoints (resume restarts from the last);
+    torch_threads: intra-op threads (1 is fastest for small models on 2 cores).
+    """
+
+    campaign: CampaignSection = field(default_factory=CampaignSection)
+    algorithm: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    out_dir: Optional[str] = None
+    checkpoint_every: int = 10
+    torch_threads: int = 1
+    progress: bool = True
+
+
+def register_configs() -> None:
+    """Register the schemas that the YAML presets in vardbio_configs extend."""
+    store = ConfigStore.instance()
+    store.store(name="run_schema", node=RunConfig)
+    store.store(group="campaign", name="campaign_schema", node=CampaignSection)
+
+
+def to_dataclass(cls: type, data: Any, where: str) -> Any:
+    """Build dataclass `cls` from a mapping, recursing into dataclass-typed fields.
+
+    Unknown keys raise a ValueError naming them, `where` they were, and the valid keys.
+    """
+    if isinstance(data, DictConfig):
+        data = OmegaConf.to_container(data, resolve=True)
+    if data is None:
+        data = {}
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        kwargs[key] = _convert(hints.get(key), value, f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ValueError(f"bad settings in {where}: {err}") from err
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    """Turn mappings into dataclasses where the field's type asks for one (or a list of them)."""
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return to_dataclass(hint, value, where)
+    if typing.get_origin(hint) is list and isinstance(value, list):
+        (item,) = typing.get_args(hint) or (Any,)
+        return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value

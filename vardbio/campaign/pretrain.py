@@ -1,0 +1,20 @@
+"""`vardbio pretrain`: train a model plugin on its data and save the checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from vardbio import registry
+
+
+def pretrain(cfg: DictConfig) -> tuple[dict[str, Any], Path]:
+    """Train the model cfg.model names; writes the shipped checkpoint unless cfg.out is set."""
+    torch.set_num_threads(int(cfg.torch_threads))
+    plugin = registry.load("model", cfg.model.name)
+    options = OmegaConf.to_container(cfg.model.get("options", {}), resolve=True)
+    out = Path(cfg.out) if cfg.out else plugin.default_checkpoint(options)
+    metrics = plugin.pretrain(options, out, int(cfg.seed))
+    return metrics, out

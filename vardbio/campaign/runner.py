@@ -1,0 +1,234 @@
+"""The campaign loop: build from config, evaluate, fit, update, checkpoint, resume, summarise.
+
+    reference rollouts → oracles → (value) → updates → evaluation → summary.json
+
+Everything is built from the config here, at the edge; the pieces below it take plain
+objects. Re-running with the same out_dir resumes from the last checkpoint.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+from tqdm.auto import tqdm
+
+from vardbio import registry
+from vardbio.algorithms.base import Algorithm, AlgorithmContext, reward_stats
+from vardbio.campaign.config import RewardTermSection, RunConfig, to_dataclass
+from vardbio.campaign.outputs import write_json, write_metrics_csv
+from vardbio.model.checkpoint import save_model
+from vardbio.model.diffusion import DiffusionModel
+from vardbio.model.plugin import ModelPlugin
+from vardbio.reward.evaluator import InProcessEvaluator
+from vardbio.reward.ledger import OracleLedger
+from vardbio.reward.reward import Reward, RewardTerm
+from vardbio.value.heads import ValueHead
+
+STATE_FILE = "checkpoints/last.pt"
+EVAL_SEED_OFFSET = 1_000_003
+
+
+class ResumeMismatchError(ValueError):
+    """out_dir holds a run made with a different configuration."""
+
+
+def build_reward(terms: list[RewardTermSection], ledger: OracleLedger) -> Reward:
+    """A Reward from config terms; oracle names resolve through the plugin registry."""
+    if not terms:
+        raise ValueError("the campaign's reward lists no oracle")
+    built = []
+    for i, term in enumerate(terms):
+        oracle_cls = registry.load("oracle", term.oracle)
+        try:
+            oracle = oracle_cls(**dict(term.params))
+        except TypeError as err:
+            raise ValueError(f"bad params for oracle '{term.oracle}' (reward term {i}): {err}") from err
+        built.append(RewardTerm(oracle, float(term.weight)))
+    return Reward(built, InProcessEvaluator(ledger))
+
+
+@dataclass
+class Campaign:
+    """The objects a run is made of, built from a RunConfig."""
+
+    config: RunConfig
+    plugin: ModelPlugin
+    model: DiffusionModel
+    reference: DiffusionModel
+    reward: Reward
+    eval_reward: Reward
+    algorithm: Algorithm
+    generator: torch.Generator
+    out_dir: Path
+
+    @classmethod
+    def build(cls, config: RunConfig) -> "Campaign":
+        camp = config.campaign
+        torch.manual_seed(config.seed)
+        plugin = registry.load("model", camp.model.name)
+        model = plugin.load(dict(camp.model.options), camp.model.checkpoint)
+        reference = model.frozen_copy()
+        model.train()
+        reward = build_reward(camp.reward, OracleLedger(camp.oracle_budget))
+        eval_reward = build_reward(camp.reward, OracleLedger())
+        generator = torch.Generator().manual_seed(config.seed)
+        head_options = dict(camp.model.value_head)
+
+        def make_value_head() -> ValueHead:
+            return plugin.value_head(reference, head_options)
+
+        algo_settings = dict(config.algorithm)
+        algo_name = algo_settings.pop("name", None)
+        if not algo_name:
+            raise ValueError("the config has no algorithm name (algorithm.name)")
+        algo_cls = registry.load("algorithm", algo_name)
+        algo_config = to_dataclass(algo_cls.config_class, algo_settings, f"algorithm '{algo_name}'")
+        ctx = AlgorithmContext(model, reference, reward, make_value_head, generator)
+        algorithm = algo_cls(algo_config, ctx)
+        out_dir = Path(config.out_dir or f"runs/{camp.name}_{algo_name}_s{config.seed}")
+        return cls(config, plugin, model, reference, reward, eval_reward, algorithm, generator, out_dir)
+
+
+def run_campaign(config: RunConfig | Any,
+                 on_iteration: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Run (or resume) a campaign and return its summary (also written to summary.json).
+
+    on_iteration(index, metrics) is called after each iteration's checkpoint decision.
+    """
+    if not isinstance(config, RunConfig):
+        config = to_dataclass(RunConfig, config, "the run config")
+    if config.torch_threads > 0:
+        torch.set_num_threads(config.torch_threads)
+    started = time.perf_counter()
+    camp = Campaign.build(config)
+    out = camp.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
+    state = _load_state(out, _identity(config))
+    if state is None:
+        state = _initial_state(camp)
+        _save_state(camp, state, out)
+    else:
+        camp.model.load_state_dict(state["model"])
+        camp.algorithm.load_state_dict(state["algorithm"])
+        camp.reward.ledger.load_state_dict(state["ledger"])
+        camp.generator.set_state(state["generator"])
+
+    iterations = config.campaign.iterations
+    bar = tqdm(range(state["next_iteration"], iterations), initial=state["next_iteration"],
+               total=iterations, desc=f"{config.campaign.name}/{camp.algorithm.name}",
+               disable=not config.progress or camp.algorithm.finished())
+    for i in bar:
+        if camp.algorithm.finished():
+            break
+        metrics = camp.algorithm.iteration(i)
+        row = {"iteration": i, "oracle_calls": camp.reward.ledger.total_calls,
+               "wall_seconds": round(state["elapsed"] + time.perf_counter() - started, 3), **metrics}
+        state["metrics"].append(row)
+        state["next_iteration"] = i + 1
+        bar.set_postfix({k: f"{v:.3g}" for k, v in metrics.items() if isinstance(v, float)})
+        if (i + 1) % config.checkpoint_every == 0 or i + 1 == iterations:
+            _save_state(camp, {**state, "elapsed": state["elapsed"] + time.perf_counter() - started}, out)
+            write_metrics_csv(state["metrics"], out / "metrics.csv")
+        if on_iteration is not None:
+            on_iteration(i, metrics)
+    bar.close()
+    if state["metrics"]:
+        write_metrics_csv(state["metrics"], out / "metrics.csv")
+    summary = _finish(camp, state, state["elapsed"] + time.perf_counter() - started)
+    write_json(summary, out / "summary.json")
+    return summary
+
+
+def _initial_state(camp: Campaign) -> dict[str, Any]:
+    """Score the reference model's samples, then run the algorithm's setup (phase 1)."""
+    n = camp.config.campaign.eval_samples
+    eval_gen = torch.Generator().manual_seed(camp.config.seed + EVAL_SEED_OFFSET)
+    traj = camp.reference.rollout(n, eval_gen)
+    designs = camp.reference.decode(traj.final, traj.mask)
+    scored = camp.eval_reward(designs)
+    camp.plugin.write_designs(designs, scored.values, camp.out_dir / "designs_initial")
+    setup = camp.algorithm.setup()
+    return {"next_iteration": 0, "metrics": [], "elapsed": 0.0, "setup": setup,
+            "reference_final": traj.final, "reward_initial": reward_stats(scored.values),
+            "initial_failures": _failure_reasons(scored.reasons)}
+
+
+def _finish(camp: Campaign, state: dict[str, Any], wall: float) -> dict[str, Any]:
+    """Sample and score the final designs, write them and the final model, build the summary."""
+    cfg = camp.config
+    eval_gen = torch.Generator().manual_seed(cfg.seed + 2 * EVAL_SEED_OFFSET)
+    final = camp.algorithm.final_samples(cfg.campaign.eval_samples, eval_gen)
+    designs = camp.model.decode(final.states, final.mask)
+    scored = camp.eval_reward(designs)
+    camp.plugin.write_designs(designs, scored.values, camp.out_dir / "designs_final")
+    save_model(camp.model, camp.out_dir / "model_final.pt", campaign=cfg.campaign.name)
+    value_fit = state["setup"].get("value_fit", {})
+    ledger = camp.reward.ledger
+    summary: dict[str, Any] = {
+        "campaign": cfg.campaign.name,
+        "algorithm": camp.algorithm.name,
+        "seed": cfg.seed,
+        "oracle_calls": ledger.total_calls,
+        "oracle_budget": ledger.budget,
+        "oracle_failures": sum(ledger.failures.values()),
+        "eval_oracle_calls": camp.eval_reward.ledger.total_calls,
+        "reward_initial": state["reward_initial"],
+        "reward_final": reward_stats(scored.values),
+        "kl_to_reference": float(final.kl.mean()),
+        "kl_note": final.kl_note,
+        "value_r2": value_fit.get("r2"),
+        "value_r2_per_bucket": value_fit.get("r2_per_bucket"),
+        "value_nan_dropped": value_fit.get("n_dropped_nan"),
+        "iterations": state["next_iteration"],
+        "wall_seconds": round(wall, 2),
+        "final_failures": _failure_reasons(scored.reasons),
+    }
+    summary.update(camp.plugin.summary_extras(camp.reference, state["reference_final"],
+                                              final.states, camp.reward.terms,
+                                              camp.algorithm.kl_weight))
+    return summary
+
+
+def _failure_reasons(reasons: list[str | None]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for why in reasons:
+        if why:
+            counts[why] = counts.get(why, 0) + 1
+    return counts
+
+
+def _save_state(camp: Campaign, state: dict[str, Any], out: Path) -> None:
+    path = out / STATE_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {**state, "model": camp.model.state_dict(), "algorithm": camp.algorithm.state_dict(),
+            "ledger": camp.reward.ledger.state_dict(), "generator": camp.generator.get_state(),
+            "identity": _identity(camp.config)}
+    tmp = path.with_suffix(".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+
+
+def _identity(config: RunConfig) -> str:
+    """What must match for a run to resume: the campaign, the algorithm and the seed."""
+    return OmegaConf.to_yaml(OmegaConf.create({
+        "campaign": OmegaConf.structured(config.campaign), "algorithm": config.algorithm,
+        "seed": config.seed}))
+
+
+def _load_state(out: Path, identity: str) -> dict[str, Any] | None:
+    path = out / STATE_FILE
+    if not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["identity"] != identity:
+        raise ResumeMismatchError(
+            f"{out} holds a run with a different configuration (see {out / 'config.yaml'}); "
+            "choose another out_dir or delete it to start over"
+        )
+    return state

@@ -1,0 +1,148 @@
+"""DiffusionModel: a denoiser network, a noise process and a decoder to designs."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from vardbio.processes.base import DiffusionProcess
+from vardbio.processes.steps import StepDistribution
+
+
+@dataclass
+class Layout:
+    """The shape of a batch of designs before sampling.
+
+    shape: full state shape (B, ...). mask: (B, N) node mask for variable-size designs
+    (1 = real node, 0 = padding) or None when every design has the same size.
+    """
+
+    shape: tuple[int, ...]
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class Trajectory:
+    """A batch of B sampled chains with every state kept.
+
+    states:    (K+1, B, ...) states 0 (prior) .. K (final sample x_0).
+    mask:      (B, N) node mask or None.
+    log_probs: (K, B) log p(state k+1 | state k) under the sampling model, or None.
+    """
+
+    states: torch.Tensor
+    mask: torch.Tensor | None = None
+    log_probs: torch.Tensor | None = None
+
+    @property
+    def final(self) -> torch.Tensor:
+        """The finished samples x_0, (B, ...)."""
+        return self.states[-1]
+
+    @property
+    def batch_size(self) -> int:
+        return self.states.shape[1]
+
+    def select(self, index: torch.Tensor) -> "Trajectory":
+        """The chains at `index` (a (B',) long tensor or a (B,) bool mask)."""
+        return Trajectory(
+            self.states[:, index],
+            None if self.mask is None else self.mask[index],
+            None if self.log_probs is None else self.log_probs[:, index],
+        )
+
+    @staticmethod
+    def concat(parts: Sequence["Trajectory"]) -> "Trajectory":
+        """Join trajectories of the same length along the batch."""
+        masks = [p.mask for p in parts]
+        logps = [p.log_probs for p in parts]
+        return Trajectory(
+            torch.cat([p.states for p in parts], 1),
+            None if masks[0] is None else _cat_padded(masks),
+            None if logps[0] is None else torch.cat(logps, 1),
+        )
+
+
+def _cat_padded(masks: Sequence[torch.Tensor]) -> torch.Tensor:
+    width = max(m.shape[1] for m in masks)
+    return torch.cat([nn.functional.pad(m, (0, width - m.shape[1])) for m in masks], 0)
+
+
+LayoutSampler = Callable[[int, torch.Generator | None], Layout]
+Decoder = Callable[[torch.Tensor, torch.Tensor | None], list[Any]]
+
+
+class DiffusionModel(nn.Module):
+    """denoiser + process + decode.
+
+    denoiser(x_t (B, ...), t (B,) in [0, 1], mask) -> (B, ...) the process's prediction.
+    layout(n, generator) -> Layout: the state shape (and node mask) for n new samples.
+    decoder(x_0 (B, ...), mask) -> B designs (what oracles score).
+    spec: a JSON-serialisable description (plugin name and architecture options) saved with
+    checkpoints, so a checkpoint is never loaded into the wrong model.
+    """
+
+    def __init__(self, denoiser: nn.Module, process: DiffusionProcess, layout: LayoutSampler,
+                 decoder: Decoder, spec: dict[str, Any]):
+        super().__init__()
+        self.denoiser = denoiser
+        self.process = process
+        self.layout = layout
+        self.decoder = decoder
+        self.spec = dict(spec)
+
+    @property
+    def num_steps(self) -> int:
+        return self.process.num_steps
+
+    def time_tensor(self, k: int, batch: int, like: torch.Tensor) -> torch.Tensor:
+        """The noise level of state k as a (B,) tensor for the networks."""
+        return torch.full((batch,), self.process.time(k), dtype=like.dtype, device=like.device)
+
+    def step(self, x_t: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> StepDistribution:
+        """p_θ(state k+1 | state k = x_t) for a batch x_t (B, ...)."""
+        out = self.denoiser(x_t, self.time_tensor(k, x_t.shape[0], x_t), mask)
+        return self.process.reverse_step(out, x_t, k, mask)
+
+    def decode(self, x0: torch.Tensor, mask: torch.Tensor | None = None) -> list[Any]:
+        return self.decoder(x0.detach().cpu(), None if mask is None else mask.cpu())
+
+    @torch.no_grad()
+    def rollout(self, n: int, generator: torch.Generator | None = None,
+                keep_log_probs: bool = False) -> Trajectory:
+        """Sample n chains, keeping every state (and the step log-probs if asked)."""
+        layout = self.layout(n, generator)
+        device = next(self.parameters()).device
+        mask = None if layout.mask is None else layout.mask.to(device)
+        x = self.process.prior_sample(layout.shape, layout.mask, generator).to(device)
+        states, log_probs = [x], []
+        for k in range(self.num_steps):
+            dist = self.step(x, k, mask)
+            x = dist.sample(generator)
+            if keep_log_probs:
+                log_probs.append(dist.log_prob(x))
+            states.append(x)
+        return Trajectory(torch.stack(states), mask, torch.stack(log_probs) if keep_log_probs else None)
+
+    def frozen_copy(self) -> "DiffusionModel":
+        """A deep copy with gradients off and in eval mode: the reference model p_ref."""
+        ref = copy.deepcopy(self)
+        ref.requires_grad_(False)
+        return ref.eval()
+
+
+def path_kl(model: DiffusionModel, reference: DiffusionModel, traj: Trajectory) -> torch.Tensor:
+    """Σ_k KL(p_θ(· | x_k) || p_ref(· | x_k)) along trajectories sampled from `model`, (B,).
+
+    Its mean is a Monte-Carlo estimate of the KL between the two models' path measures,
+    an upper bound on the KL between their final-sample distributions.
+    """
+    total = torch.zeros(traj.batch_size)
+    with torch.no_grad():
+        for k in range(model.num_steps):
+            x = traj.states[k]
+            total += model.step(x, k, traj.mask).kl(reference.step(x, k, traj.mask)).cpu()
+    return total

@@ -1,0 +1,45 @@
+"""The interface every noise process implements."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import torch
+
+from vardbio.processes.steps import StepDistribution
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], torch.Tensor]
+"""denoiser(x_t (B, ...), t (B,) in [0, 1], mask (B, N) or None) -> output (B, ...)."""
+
+
+class DiffusionProcess(ABC):
+    """A forward noising process and its parameterised reverse steps.
+
+    A sampler visits `num_steps + 1` states: state 0 is drawn from the prior, state k+1 from
+    `step(denoiser output at state k)`. `time(k)` is the noise level of state k in [0, 1]
+    (1 = pure noise), the time the denoiser and value heads are conditioned on.
+    """
+
+    @property
+    @abstractmethod
+    def num_steps(self) -> int:
+        """Number of reverse steps a sampler takes."""
+
+    @abstractmethod
+    def time(self, k: int) -> float:
+        """Noise level in [0, 1] of sampler state k (0 <= k <= num_steps)."""
+
+    @abstractmethod
+    def prior_sample(self, shape: tuple[int, ...], mask: torch.Tensor | None,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+        """x at state 0, shape `shape` (B, ...)."""
+
+    @abstractmethod
+    def reverse_step(self, model_output: torch.Tensor, x_t: torch.Tensor, k: int,
+                     mask: torch.Tensor | None) -> StepDistribution:
+        """p(state k+1 | state k = x_t) given the denoiser's output at state k."""
+
+    @abstractmethod
+    def training_loss(self, denoiser: Denoiser, x0: torch.Tensor, mask: torch.Tensor | None,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
+        """Scalar denoising loss on a batch of clean data x0 (B, ...)."""
