@@ -240,7 +240,7 @@ class MMFFStrain(PerDesignOracle):
         pos = mol.GetConformer().GetPositions()
         if not np.isfinite(pos).all():
             raise OracleError("conformer has non-finite coordinates")
-        if not mol.GetConformer().Is3D() or np.ptp(pos[:, 2]) == 0 and mol.GetNumAtoms() > 3:
+        if not mol.GetConformer().Is3D() and np.ptp(pos[:, 2]) == 0:
             raise OracleError("conformer is 2D (3D coordinates needed)")
         n_given = mol.GetNumAtoms()
         mol = Chem.AddHs(mol, addCoords=True)

@@ -184,7 +184,7 @@ class VinaDocking(PerDesignOracle):
         pos = mol.GetConformer().GetPositions()
         if not np.isfinite(pos).all():
             raise OracleError("conformer has non-finite coordinates")
-        if mol.GetNumAtoms() > 3 and np.ptp(pos[:, 2]) == 0:
+        if not mol.GetConformer().Is3D() and np.ptp(pos[:, 2]) == 0:
             raise OracleError("conformer is 2D (3D coordinates needed)")
         return Chem.AddHs(mol, addCoords=True)
 

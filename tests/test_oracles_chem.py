@@ -1,0 +1,118 @@
+"""Chemistry oracles: reference values, bad inputs, determinism."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem, RDConfig
+
+from vardbio_oracles.chem import (ChemValidity, LipinskiViolations, LogP, MMFFStrain, MolWeight,
+                                  QEDOracle, SAScore, StructuralAlerts)
+
+# QED of drugs from the QED paper, values from the original implementation (Bickerton et al.
+# 2012) as quoted in RDKit's QED module: famotidine, cimetidine, tegaserod.
+QED_REFERENCE = {
+    "N=C(CCSCc1csc(N=C(N)N)n1)NS(N)(=O)=O": 0.253,
+    "CNC(=NCCSCc1nc[nH]c1C)NC#N": 0.234,
+    "CCCCCNC(=N)NN=Cc1c[nH]c2ccc(CO)cc12": 0.234,
+}
+
+BAD = [
+    "not a smiles",                                        # unparsable
+    Chem.MolFromSmiles("CC(C)(C)(C)(C)C", sanitize=False),  # pentavalent carbon
+    "",                                                   # empty
+    None,
+    42,
+]
+
+
+@pytest.mark.parametrize("smiles,expected", QED_REFERENCE.items())
+def test_qed_matches_original_implementation(smiles, expected):
+    assert QEDOracle().score([smiles]).values[0] == pytest.approx(expected, abs=1e-3)
+
+
+def test_sa_score_matches_reference_set():
+    """SA scores of the 100 ZINC molecules shipped with the SA_Score contribution, whose
+    reference column comes from the authors' original program."""
+    path = os.path.join(RDConfig.RDContribDir, "SA_Score", "data", "zim.100.txt")
+    rows = [line.rstrip("\n").split("\t") for line in open(path)][1:]
+    smiles = [r[0] for r in rows]
+    ref = np.array([float(r[2]) for r in rows])
+    got = SAScore().score(smiles).values
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, ref, atol=1e-3)
+
+
+def test_descriptor_values_of_aspirin():
+    aspirin = "CC(=O)Oc1ccccc1C(=O)O"
+    assert MolWeight().score([aspirin]).values[0] == pytest.approx(180.159, abs=0.01)
+    assert LogP().score([aspirin]).values[0] == pytest.approx(1.31, abs=0.01)
+    assert LipinskiViolations().score([aspirin]).values[0] == 0
+
+
+def test_lipinski_counts_violations():
+    # a C40 alkane: MW 563 > 500 and logP > 5, no donors/acceptors -> 2 violations
+    assert LipinskiViolations().score(["C" * 40]).values[0] == 2
+
+
+def test_structural_alerts():
+    rhodanine = "S=C1SC(=Cc2ccccc2)C(=O)N1"  # ene-rhodanine, a classic PAINS motif
+    res = StructuralAlerts().score([rhodanine, "CC(=O)Oc1ccccc1C(=O)O"])
+    assert res.values[0] >= 1 and res.values[1] == 0
+    assert StructuralAlerts(["PAINS", "BRENK"]).score([rhodanine]).values[0] >= res.values[0]
+    with pytest.raises(ValueError, match="unknown filter catalog"):
+        StructuralAlerts(["NOPE"])
+
+
+def test_mmff_strain():
+    mol = Chem.AddHs(Chem.MolFromSmiles("CCCCC(=O)NC1CCCCC1"))
+    AllChem.EmbedMolecule(mol, randomSeed=7)
+    relaxed = Chem.Mol(mol)
+    AllChem.MMFFOptimizeMolecule(relaxed, maxIters=5000)
+    # a conformer squeezed by scaling every coordinate by 0.9
+    squeezed = Chem.Mol(relaxed)
+    conf = squeezed.GetConformer()
+    for i, p in enumerate(conf.GetPositions() * 0.9):
+        conf.SetAtomPosition(i, p.tolist())
+    res = MMFFStrain().score([relaxed, mol, squeezed])
+    assert abs(res.values[0]) < 0.01
+    assert 0 < res.values[1] < res.values[2]
+    # a conformer search can only lower the reference energy, so strain can only rise
+    assert MMFFStrain(n_conformers=5).score([relaxed]).values[0] >= res.values[0] - 1e-6
+
+
+def test_mmff_strain_needs_3d():
+    flat = Chem.MolFromSmiles("CCO")
+    AllChem.Compute2DCoords(flat)
+    res = MMFFStrain().score([Chem.MolFromSmiles("CCO"), flat, "CCO"])
+    assert np.isnan(res.values).all()
+    assert "no conformer" in res.reasons[0] and "2D" in res.reasons[1]
+
+
+@pytest.mark.parametrize("oracle", [QEDOracle(), SAScore(), LogP(), MolWeight(),
+                                    LipinskiViolations(), StructuralAlerts(), MMFFStrain()])
+def test_bad_molecules_give_nan_with_reason(oracle):
+    res = oracle.score(BAD)
+    assert np.isnan(res.values).all()
+    assert all(r for r in res.reasons)
+    assert "unparsable SMILES" in res.reasons[0] or "needs an RDKit Mol" in res.reasons[0]
+
+
+def test_validity_is_a_verdict_not_a_failure():
+    res = ChemValidity().score(["CCO", "not a smiles", BAD[1], "", "CCO.O"])
+    np.testing.assert_array_equal(res.values, [1, 0, 0, 0, 1])
+    assert ChemValidity(single_fragment=True).score(["CCO.O"]).values[0] == 0
+    assert np.isnan(ChemValidity().score([42]).values[0])
+
+
+def test_batch_equals_singles_and_keys_are_canonical():
+    smiles = ["c1ccccc1O", "Oc1ccccc1", "CC(=O)Oc1ccccc1C(=O)O", "bad"]
+    for oracle in (QEDOracle(), SAScore(), StructuralAlerts()):
+        batch = oracle.score(smiles).values
+        singles = np.array([oracle.score([s]).values[0] for s in smiles])
+        np.testing.assert_array_equal(batch, singles)
+    q = QEDOracle()
+    assert q.design_key("c1ccccc1O") == q.design_key("Oc1ccccc1") == \
+        q.design_key(Chem.MolFromSmiles("OC1=CC=CC=C1"))
