@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vardbio.campaign.config import register_configs
+from vardbio.reward.ledger import OracleBudgetExceeded
 
 CONFIG_MODULE = "vardbio_configs"
 COMMANDS = {"run": "config", "bench": "config", "pretrain": "pretrain", "sample": "sample"}
@@ -39,8 +40,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = compose_config(COMMANDS[args.command], args.overrides)
-        return _dispatch(args.command, cfg)
-    except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError, TypeError) as err:
+        return _dispatch(args.command, cfg, args.overrides)
+    except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError, TypeError,
+            OracleBudgetExceeded) as err:
         if os.environ.get("VARDBIO_DEBUG"):
             raise
         print(f"vardbio {args.command}: error: {_describe(err)}", file=sys.stderr)
@@ -54,14 +56,14 @@ def _describe(err: Exception) -> str:
     return message
 
 
-def _dispatch(command: str, cfg: DictConfig) -> int:
+def _dispatch(command: str, cfg: DictConfig, overrides: Sequence[str]) -> int:
     if command == "run":
         from vardbio.campaign.runner import run_campaign
         summary = run_campaign(cfg)
         _print_summary(summary)
     elif command == "bench":
         from vardbio.campaign.bench import run_bench
-        result = run_bench(cfg)
+        result = run_bench(list(overrides))
         for algo, s in result["summaries"].items():
             print(f"{algo:>10}: reward {s['reward_initial']['mean']:.3f} -> {s['reward_final']['mean']:.3f} "
                   f"with {s['oracle_calls']} oracle calls, KL {s['kl_to_reference']:.3f}")

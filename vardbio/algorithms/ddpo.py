@@ -74,7 +74,7 @@ class DDPO(Algorithm):
                 clipped_loss = -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
                 loss = torch.maximum(unclipped, clipped_loss).mean() / len(steps)
                 loss.backward()
-                loss_sum += float(loss)
+                loss_sum += float(loss.detach())
                 clipped += float(((ratio - 1).abs() > cfg.clip_range).float().mean()) / len(steps)
             torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), cfg.max_grad_norm)
             self.optimiser.step()

@@ -90,7 +90,14 @@ class VARD(Algorithm):
     def _fit_value(self, sampler, n: int):
         """Score n rollouts of `sampler` and fit the value head on them."""
         traj = rollout_in_chunks(sampler, n, self.config.rollout_chunk, self.ctx.generator)
-        rewards = score_trajectory(sampler, traj, self.ctx.reward).values
+        scored = score_trajectory(sampler, traj, self.ctx.reward)
+        if scored.valid.sum() < 2:
+            first = next((why for why in scored.reasons if why), "no reason recorded")
+            raise ValueError(
+                f"cannot fit the value head: {int(scored.valid.sum())} of {n} designs got a "
+                f"finite reward (first failure: {first})"
+            )
+        rewards = scored.values
         self.value_head.requires_grad_(True)
         report = fit_value(self.value_head, traj, rewards, self.times, self.config.value,
                            self.config.beta, self.ctx.generator)

@@ -8,7 +8,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from vardbio.campaign.outputs import write_json  # noqa: E402
 from vardbio.campaign.runner import run_campaign  # noqa: E402
@@ -17,25 +16,26 @@ from vardbio.cli import compose_config  # noqa: E402
 DEFAULT_ALGORITHMS = ("vard", "ddpo", "best_of_n")
 
 
-def run_bench(cfg: DictConfig, algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS) -> dict[str, Any]:
+def run_bench(overrides: list[str], algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS) -> dict[str, Any]:
     """Run each algorithm with the campaign's oracle budget; write bench.json and bench.png.
 
-    Each algorithm is composed with its own preset and tuning file for this campaign, so the
-    comparison uses the same settings as `vardbio run ... algorithm=<name>`.
+    `overrides` are the command line's (campaign=..., campaign.*, seed, out_dir); each
+    algorithm is composed with them plus its own preset and this campaign's tuning file, so
+    it runs exactly as `vardbio run ... algorithm=<name>` would. Overrides of algorithm
+    settings are not carried over (they would not fit every algorithm).
     """
+    shared = [o for o in overrides if not o.lstrip("+~").startswith(("algorithm", "out_dir"))]
+    cfg = compose_config("config", shared)
     budget = cfg.campaign.oracle_budget
     if budget is None:
         raise ValueError("bench compares algorithms at one oracle budget: set campaign.oracle_budget")
     campaign = cfg.campaign.name
-    out_dir = Path(cfg.out_dir or f"runs/bench_{campaign}_s{cfg.seed}")
+    given = compose_config("config", overrides).out_dir
+    out_dir = Path(given or f"runs/bench_{campaign}_s{cfg.seed}")
     summaries, curves = {}, {}
     for name in algorithms:
-        sub = compose_config("config", [
-            f"campaign={campaign}", f"algorithm={name}", f"seed={cfg.seed}",
-            f"campaign.oracle_budget={budget}", f"campaign.iterations={cfg.campaign.iterations}",
-            f"out_dir={out_dir / name}", f"progress={cfg.progress}",
-            f"torch_threads={cfg.torch_threads}"])
-        summaries[name] = run_campaign(sub)
+        summaries[name] = run_campaign(compose_config(
+            "config", [*shared, f"algorithm={name}", f"out_dir={out_dir / name}"]))
         curves[name] = _curve(summaries[name], out_dir / name)
     result = {"campaign": campaign, "oracle_budget": budget, "seed": cfg.seed,
               "out_dir": str(out_dir), "summaries": summaries}

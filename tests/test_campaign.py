@@ -1,0 +1,133 @@
+"""Campaigns end to end through the CLI: outputs, the analytic check, resume, bad input."""
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from vardbio.campaign.runner import ResumeMismatchError, run_campaign
+from vardbio.cli import compose_config, main
+from vardbio.model.checkpoint import read_checkpoint
+
+SUMMARY_KEYS = {"campaign", "algorithm", "seed", "oracle_calls", "reward_initial", "reward_final",
+                "kl_to_reference", "value_r2", "wall_seconds", "analytic"}
+
+
+def _small(out_dir, *extra):
+    return ["campaign=toy_linear", f"out_dir={out_dir}", "progress=false", "campaign.iterations=6",
+            "campaign.eval_samples=128", "campaign.oracle_budget=256", "algorithm.value_samples=256",
+            "algorithm.batch_size=16", "checkpoint_every=2", *extra]
+
+
+def test_run_writes_every_output(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", *_small(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert SUMMARY_KEYS <= set(summary)
+    assert set(summary["reward_final"]) >= {"mean", "median", "top10"}
+    assert summary["oracle_calls"] == 256 and summary["eval_oracle_calls"] == 256
+    lines = (out / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("iteration,oracle_calls,wall_seconds") and len(lines) == 7
+    assert OmegaConf.load(out / "config.yaml").campaign.name == "toy_linear"
+    for name in ("designs_initial.csv", "designs_final.csv", "model_final.pt", "checkpoints/last.pt"):
+        assert (out / name).is_file(), name
+    assert read_checkpoint(out / "model_final.pt")["spec"]["plugin"] == "toy"
+    assert "toy_linear / vard" in capsys.readouterr().out
+
+
+def test_toy_linear_reaches_the_analytic_optimum(tmp_path):
+    """The shipped campaign: final reward within 10% of the analytic shift, KL within 25%."""
+    summary = run_campaign(compose_config("config", ["campaign=toy_linear", f"out_dir={tmp_path}",
+                                                     "progress=false"]))
+    initial, final = summary["reward_initial"]["mean"], summary["reward_final"]["mean"]
+    optimum, kl_opt = summary["analytic"]["reward_optimum"], summary["analytic"]["kl_optimum"]
+    assert optimum - initial > 2.0, "the optimum moves the reward by several standard deviations"
+    assert abs(final - optimum) <= 0.10 * abs(optimum - initial)
+    assert abs(summary["kl_to_reference"] - kl_opt) <= 0.25 * kl_opt
+
+
+def test_resume_gives_the_same_final_state_as_an_uninterrupted_run(tmp_path):
+    whole = tmp_path / "whole"
+    run_campaign(compose_config("config", _small(whole)))
+
+    class Interrupted(Exception):
+        pass
+
+    def crash_after_three(i, metrics):
+        if i == 2:
+            raise Interrupted
+
+    part = tmp_path / "part"
+    with pytest.raises(Interrupted):
+        run_campaign(compose_config("config", _small(part)), on_iteration=crash_after_three)
+    resumed = run_campaign(compose_config("config", _small(part)))
+    assert resumed["iterations"] == 6 and resumed["oracle_calls"] == 256, "no oracle call is repeated"
+    a = read_checkpoint(whole / "model_final.pt")["state_dict"]
+    b = read_checkpoint(part / "model_final.pt")["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (whole / "metrics.csv").read_text().count("\n") == (part / "metrics.csv").read_text().count("\n")
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    run_campaign(compose_config("config", _small(tmp_path)))
+    with pytest.raises(ResumeMismatchError, match="different configuration"):
+        run_campaign(compose_config("config", _small(tmp_path, "seed=1")))
+
+
+def test_ddpo_and_best_of_n_spend_the_same_budget(tmp_path):
+    calls = {}
+    for algo in ("ddpo", "best_of_n"):
+        summary = run_campaign(compose_config("config", [
+            "campaign=toy_linear", f"algorithm={algo}", f"out_dir={tmp_path / algo}", "progress=false",
+            "campaign.iterations=100", "campaign.eval_samples=32", "campaign.oracle_budget=256"]))
+        assert summary["algorithm"] == algo
+        calls[algo] = summary["oracle_calls"]
+    assert calls == {"ddpo": 256, "best_of_n": 256}
+
+
+def test_bench_writes_json_and_plot(tmp_path, capsys):
+    args = ["bench", "campaign=toy_linear", f"out_dir={tmp_path}", "progress=false",
+            "campaign.iterations=3", "campaign.eval_samples=64", "campaign.oracle_budget=128"]
+    assert main(args) == 0
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert set(bench["summaries"]) == {"vard", "ddpo", "best_of_n"}
+    assert all(s["oracle_calls"] <= 128 for s in bench["summaries"].values())
+    assert (tmp_path / "bench.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "campaign=no_such_campaign"], "no_such_campaign"),
+    (["run", "campaign.no_such_key=1"], "no_such_key"),
+    (["run", "algorithm=no_such_algorithm"], "no_such_algorithm"),
+    (["run", "algorithm.betta=0.2"], "betta"),
+    (["run", "algorithm.beta=0"], "beta > 0"),
+    (["run", "+campaign.model.options.eta=0"], "eta > 0"),
+    (["run", "campaign.model.name=no_such_model"], "unknown model 'no_such_model'; available: toy"),
+    (["run", "campaign.reward.0.oracle=nope"], "unknown oracle 'nope'; available:"),
+    (["sample", "checkpoint=/no/such/file.pt"], "checkpoint not found"),
+])
+def test_bad_input_gives_a_clear_message(tmp_path, capsys, args, message):
+    assert main([*args, f"out_dir={tmp_path}/x"] if args[0] == "run" else args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
+    other = tmp_path / "other.pt"
+    assert main(["pretrain", "model=toy_gaussian2", f"out={other}", "+model.options.train_steps=5"]) == 0
+    args = ["run", f"out_dir={tmp_path}/x", f"campaign.model.checkpoint={other}"]
+    assert main(args) == 2
+    assert "was made for model" in capsys.readouterr().err
+    assert main(["run", f"out_dir={tmp_path}/y", f"campaign.model.checkpoint={tmp_path / 'x' / 'config.yaml'}"]) == 2
+
+
+def test_all_nan_rewards_stop_with_the_reason(tmp_path, capsys):
+    args = ["run", *_small(tmp_path), "campaign.reward.0.params.dim=3"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "0 of 256 designs got a finite reward" in err and "length 3" in err
+
+
+def test_sample_writes_designs(tmp_path, capsys):
+    assert main(["sample", "model=toy", "n=5", f"out_dir={tmp_path}"]) == 0
+    assert (tmp_path / "designs.csv").read_text().count("\n") == 6
