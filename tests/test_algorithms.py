@@ -80,10 +80,10 @@ def test_ddpo_update_has_finite_gradients_and_stops_at_the_budget():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
-def test_best_of_n_keeps_the_best_candidate_and_sizes_n_from_the_budget():
-    ctx = _context(budget=64)
-    algo = BestOfN(BestOfNConfig(), ctx)
-    final = algo.final_samples(8, torch.Generator().manual_seed(1))
+def test_best_of_n_keeps_the_best_candidate_within_the_budget():
+    ctx = _context(budget=70)
+    algo = BestOfN(BestOfNConfig(n=8), ctx)
+    final = algo.final_samples(100, torch.Generator().manual_seed(1))  # the budget pays for 8
     assert ctx.reward.ledger.total_calls == 64
     assert final.states.shape == (8, 2)
     assert torch.allclose(final.kl, torch.full((8,), np.log(8) - 7 / 8))
@@ -97,5 +97,7 @@ def test_algorithm_config_checks():
         VARDConfig(beta=0)
     with pytest.raises(ValueError, match="batch_size"):
         DDPOConfig(batch_size=1)
-    with pytest.raises(ValueError, match="budget"):
-        BestOfN(BestOfNConfig(), _context()).final_samples(4, torch.Generator())
+    with pytest.raises(ValueError, match="cannot pay for one best-of-8"):
+        BestOfN(BestOfNConfig(n=8), _context(budget=7)).final_samples(4, torch.Generator())
+    with pytest.raises(ValueError, match="n >= 1"):
+        BestOfNConfig(n=0)

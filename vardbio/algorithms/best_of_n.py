@@ -1,7 +1,8 @@
 """Best-of-N: draw N reference samples per final design, score them all, keep the best.
 
 No training: every candidate costs one oracle call, so N · (number of final designs)
-calls in all. The KL of the best-of-N distribution to the reference is at most
+calls in all; under an oracle budget it returns as many designs as the budget pays for
+(at most the number asked). The KL of the best-of-N distribution to the reference is at most
 log N - (N - 1)/N (Beirami et al. 2024); that bound is what it reports.
 """
 from __future__ import annotations
@@ -19,15 +20,14 @@ from vardbio.algorithms.base import (
 
 @dataclass
 class BestOfNConfig:
-    """n: candidates per final design; 0 takes as many as the oracle budget allows.
-    rollout_chunk: chains per rollout call."""
+    """n: candidates per final design. rollout_chunk: chains per rollout call."""
 
-    n: int = 0
+    n: int = 8
     rollout_chunk: int = 256
 
     def __post_init__(self) -> None:
-        if self.n < 0:
-            raise ValueError(f"best-of-N needs n >= 0, got {self.n}")
+        if self.n < 1:
+            raise ValueError(f"best-of-N needs n >= 1, got {self.n}")
 
 
 class BestOfN(Algorithm):
@@ -40,16 +40,18 @@ class BestOfN(Algorithm):
     def finished(self) -> bool:
         return True
 
-    def candidates_per_design(self, n_designs: int) -> int:
-        if self.config.n:
-            return self.config.n
+    def affordable_designs(self, wanted: int) -> int:
+        """How many best-of-N designs the remaining oracle budget pays for (at most wanted)."""
         remaining = self.ctx.reward.ledger.remaining
-        if remaining is None:
-            raise ValueError("best-of-N with n = 0 needs an oracle budget to size N; set n or oracle_budget")
-        return max(1, remaining // n_designs)
+        count = wanted if remaining is None else min(wanted, remaining // self.config.n)
+        if count < 1:
+            raise ValueError(f"the oracle budget ({remaining} calls left) cannot pay for one "
+                             f"best-of-{self.config.n} design")
+        return count
 
     def final_samples(self, n: int, generator: torch.Generator) -> FinalSamples:
-        per = self.candidates_per_design(n)
+        per = self.config.n
+        n = self.affordable_designs(n)
         ref = self.ctx.reference
         traj = rollout_in_chunks(ref, n * per, self.config.rollout_chunk, generator)
         scores = score_trajectory(ref, traj, self.ctx.reward).values.reshape(n, per)
