@@ -10,6 +10,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
+from vardbio.reward.compose import RewardTermConfig, RuntimeConfig
+
 
 @dataclass
 class ModelSection:
@@ -23,18 +25,15 @@ class ModelSection:
 
 
 @dataclass
-class RewardTermSection:
-    """One oracle in the reward: a registered oracle name, its constructor params, a weight."""
-
-    oracle: str = "???"
-    params: dict[str, Any] = field(default_factory=dict)
-    weight: float = 1.0
-
-
-@dataclass
 class CampaignSection:
     """What is optimised: the model, the reward, and how long.
 
+    reward: the oracle terms (oracle, params, weight, transform, name), combined by
+        `aggregation` ('sum' or 'geometric'); a design with a failed term is dropped from
+        training and counted (nan_policy 'drop') or given `nan_penalty` ('penalty').
+    oracle_runtime: how oracles run (executor, workers, timeout, retries); its cache, when
+        null, is `oracle_cache.sqlite` in the run directory, so a resumed run pays nothing
+        for designs already scored (set oracle_cache: false to switch caching off).
     iterations: training iterations (algorithms without training ignore it);
     eval_samples: designs sampled and scored before and after (on a separate count of oracle calls);
     oracle_budget: the most real oracle calls the algorithm may spend, or null for no limit.
@@ -42,7 +41,12 @@ class CampaignSection:
 
     name: str = "???"
     model: ModelSection = field(default_factory=ModelSection)
-    reward: list[RewardTermSection] = field(default_factory=list)
+    reward: list[RewardTermConfig] = field(default_factory=list)
+    aggregation: str = "sum"
+    nan_policy: str = "drop"
+    nan_penalty: Optional[float] = None
+    oracle_runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    oracle_cache: bool = True
     iterations: int = 100
     eval_samples: int = 1024
     oracle_budget: Optional[int] = None

@@ -7,6 +7,7 @@ objects. Re-running with the same out_dir resumes from the last checkpoint.
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,14 @@ from tqdm.auto import tqdm
 
 from vardbio import registry
 from vardbio.algorithms.base import Algorithm, AlgorithmContext, reward_stats
-from vardbio.campaign.config import RewardTermSection, RunConfig, to_dataclass
+from vardbio.campaign.config import CampaignSection, RunConfig, to_dataclass
 from vardbio.campaign.outputs import write_json, write_metrics_csv
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel
 from vardbio.model.plugin import ModelPlugin
-from vardbio.reward.evaluator import InProcessEvaluator
+from vardbio.reward.compose import build_reward, build_runtime
 from vardbio.reward.ledger import OracleLedger
-from vardbio.reward.reward import Reward, RewardTerm
+from vardbio.reward.reward import Reward
 from vardbio.value.heads import ValueHead
 
 STATE_FILE = "checkpoints/last.pt"
@@ -37,19 +38,15 @@ class ResumeMismatchError(ValueError):
     """out_dir holds a run made with a different configuration."""
 
 
-def build_reward(terms: list[RewardTermSection], ledger: OracleLedger) -> Reward:
-    """A Reward from config terms; oracle names resolve through the plugin registry."""
-    if not terms:
-        raise ValueError("the campaign's reward lists no oracle")
-    built = []
-    for i, term in enumerate(terms):
-        oracle_cls = registry.load("oracle", term.oracle)
-        try:
-            oracle = oracle_cls(**dict(term.params))
-        except TypeError as err:
-            raise ValueError(f"bad params for oracle '{term.oracle}' (reward term {i}): {err}") from err
-        built.append(RewardTerm(oracle, float(term.weight)))
-    return Reward(built, InProcessEvaluator(ledger))
+def build_campaign_reward(camp: CampaignSection, ledger: OracleLedger, out_dir: Path) -> Reward:
+    """The campaign's Reward, run by an OracleRuntime that records calls in `ledger`."""
+    runtime = dataclasses.asdict(camp.oracle_runtime)
+    if runtime["cache"] is None and camp.oracle_cache:
+        runtime["cache"] = str(out_dir / "oracle_cache.sqlite")
+    if not camp.oracle_cache:
+        runtime["cache"] = None
+    return build_reward(camp.reward, build_runtime(runtime, ledger), aggregation=camp.aggregation,
+                        nan_policy=camp.nan_policy, nan_penalty=camp.nan_penalty)
 
 
 @dataclass
@@ -74,8 +71,10 @@ class Campaign:
         model = plugin.load(dict(camp.model.options), camp.model.checkpoint)
         reference = model.frozen_copy()
         model.train()
-        reward = build_reward(camp.reward, OracleLedger(camp.oracle_budget))
-        eval_reward = build_reward(camp.reward, OracleLedger())
+        out_dir = Path(config.out_dir or f"runs/{camp.name}_{config.algorithm.get('name')}_s{config.seed}")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        reward = build_campaign_reward(camp, OracleLedger(camp.oracle_budget), out_dir)
+        eval_reward = build_campaign_reward(camp, OracleLedger(), out_dir)
         generator = torch.Generator().manual_seed(config.seed)
         head_options = dict(camp.model.value_head)
 
@@ -90,7 +89,6 @@ class Campaign:
         algo_config = to_dataclass(algo_cls.config_class, algo_settings, f"algorithm '{algo_name}'")
         ctx = AlgorithmContext(model, reference, reward, make_value_head, generator)
         algorithm = algo_cls(algo_config, ctx)
-        out_dir = Path(config.out_dir or f"runs/{camp.name}_{algo_name}_s{config.seed}")
         return cls(config, plugin, model, reference, reward, eval_reward, algorithm, generator, out_dir)
 
 

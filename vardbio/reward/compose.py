@@ -50,6 +50,7 @@ class RuntimeConfig:
     progress: int | None = 64
     cache_failures: bool = True
     start_method: str = "spawn"
+    worker_threads: int | None = 1
 
 
 _TERM_FIELDS = {f.name for f in dataclasses.fields(RewardTermConfig)}

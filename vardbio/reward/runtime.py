@@ -54,8 +54,23 @@ def score_chunk(oracle: Oracle, designs: list) -> tuple[list[float], list[str | 
     return [float(v) for v in result.values], list(result.reasons)
 
 
-def _worker_main(conn) -> None:
+_THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _limit_threads(n: int) -> None:
+    """Cap the intra-op threads of numerical libraries in this (worker) process."""
+    import sys
+
+    for var in _THREAD_VARS:
+        os.environ[var] = str(n)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
+
+
+def _worker_main(conn, threads: int | None = None) -> None:
     """Loop of one worker process: receive (oracle id, pickled oracle or None, designs)."""
+    if threads is not None:
+        _limit_threads(threads)
     oracles: dict[str, Oracle] = {}
     while True:
         try:
@@ -87,9 +102,9 @@ def _death_reason(exitcode: int | None) -> str:
 class _Worker:
     """One worker process and the pipe to it."""
 
-    def __init__(self, ctx):
+    def __init__(self, ctx, threads: int | None):
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker_main, args=(child,), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, threads), daemon=True)
         self.proc.start()
         child.close()
         self.known: set[str] = set()
@@ -117,8 +132,9 @@ class _Worker:
 class _ProcessPool:
     """Worker processes with per-task deadlines; a dead or hung worker is replaced."""
 
-    def __init__(self, max_workers: int, start_method: str):
+    def __init__(self, max_workers: int, start_method: str, threads: int | None):
         self.max_workers = max_workers
+        self.threads = threads
         self.ctx = mp.get_context(start_method)
         self.workers: list[_Worker] = []
 
@@ -127,7 +143,7 @@ class _ProcessPool:
             if w.task is None:
                 return w
         if len(self.workers) < self.max_workers:
-            w = _Worker(self.ctx)
+            w = _Worker(self.ctx, self.threads)
             self.workers.append(w)
             return w
         return None
@@ -173,6 +189,9 @@ class OracleRuntime(OracleEvaluator):
                   verdict such as an unparsable SMILES); crashes and timeouts never are.
     start_method: multiprocessing start method of the process pool ("spawn" default: safe
                   with threads and torch; "forkserver" or "fork" start faster).
+    worker_threads: intra-op threads (OpenMP, MKL, OpenBLAS, torch) of each worker process
+                  (default 1, so that N workers do not oversubscribe the cores); None leaves
+                  the libraries' defaults.
     """
 
     def __init__(self, executor: str | cf.Executor = "auto", max_workers: int | None = None,
@@ -180,7 +199,7 @@ class OracleRuntime(OracleEvaluator):
                  cache: OracleCache | str | os.PathLike | None = None,
                  ledger: OracleLedger | None = None, budget: int | None = None,
                  chunk_size: int = 1, progress: int | None = 64, cache_failures: bool = True,
-                 start_method: str = "spawn"):
+                 start_method: str = "spawn", worker_threads: int | None = 1):
         if ledger is not None and budget is not None:
             raise ValueError("give either a ledger or a budget, not both")
         super().__init__(ledger if ledger is not None else OracleLedger(budget=budget))
@@ -217,6 +236,9 @@ class OracleRuntime(OracleEvaluator):
         self.progress = progress if progress else None
         self.cache_failures = cache_failures
         self.start_method = start_method
+        if worker_threads is not None and worker_threads < 1:
+            raise ValueError(f"worker_threads must be >= 1 or None, got {worker_threads}")
+        self.worker_threads = worker_threads
         self._pool: _ProcessPool | None = None
         self._threads: cf.ThreadPoolExecutor | None = None
 
@@ -377,7 +399,7 @@ class OracleRuntime(OracleEvaluator):
 
     def _run_pool(self, st: "_RunState") -> None:
         if self._pool is None:
-            self._pool = _ProcessPool(self.max_workers, self.start_method)
+            self._pool = _ProcessPool(self.max_workers, self.start_method, self.worker_threads)
         pool = self._pool
         oid = st.oracle.identity()
         try:
