@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
@@ -26,6 +27,8 @@ class GaussianProcessConfig:
          (which has no step density: VARD's KL and DDPO's log-probs need eta > 0).
     com_dims: for point clouds (B, N, F) with a node mask, the number of leading features
               (coordinates) kept at zero centre of mass; 0 for none.
+    betas: explicit per-step noise variances β_0 .. β_{T-1} (length num_train_steps, each
+           in (0, 1)), e.g. a diffusers scheduler's; when given they replace `schedule`.
     """
 
     num_train_steps: int = 1000
@@ -34,8 +37,14 @@ class GaussianProcessConfig:
     sampling_steps: int = 50
     eta: float = 1.0
     com_dims: int = 0
+    betas: Optional[list[float]] = None
 
     def __post_init__(self) -> None:
+        if self.betas is not None:
+            if len(self.betas) != self.num_train_steps:
+                raise ValueError(f"betas has {len(self.betas)} entries for num_train_steps={self.num_train_steps}")
+            if not all(0.0 < float(b) < 1.0 for b in self.betas):
+                raise ValueError("every beta must lie in (0, 1)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule '{self.schedule}'; expected one of {SCHEDULES}")
         if self.prediction not in PREDICTIONS:
@@ -56,7 +65,11 @@ class GaussianProcess(DiffusionProcess):
 
     def __init__(self, config: GaussianProcessConfig):
         self.config = config
-        self.alpha_bar = alphas_cumprod(config.schedule, config.num_train_steps)  # (T,) f64
+        if config.betas is not None:
+            betas = torch.as_tensor([float(b) for b in config.betas], dtype=torch.float64)
+            self.alpha_bar = torch.cumprod(1.0 - betas, dim=0)  # (T,) f64
+        else:
+            self.alpha_bar = alphas_cumprod(config.schedule, config.num_train_steps)  # (T,) f64
         self.times = sampling_times(config.num_train_steps, config.sampling_steps)
 
     @property
