@@ -116,3 +116,12 @@ def test_batch_equals_singles_and_keys_are_canonical():
     q = QEDOracle()
     assert q.design_key("c1ccccc1O") == q.design_key("Oc1ccccc1") == \
         q.design_key(Chem.MolFromSmiles("OC1=CC=CC=C1"))
+
+
+@pytest.mark.parametrize("oracle", [ChemValidity(), QEDOracle(), SAScore(), LogP(), MolWeight(),
+                                    LipinskiViolations(), StructuralAlerts()])
+def test_plugin_contract(oracle):
+    from vardbio.testing import check_oracle_contract
+
+    good = ["CC(=O)Oc1ccccc1C(=O)O", Chem.MolFromSmiles("c1ccncc1"), "CCN(CC)CC"]
+    check_oracle_contract(oracle, good, [None, 42] if oracle.name == "chem_validity" else BAD)

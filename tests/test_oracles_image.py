@@ -68,3 +68,12 @@ def test_batch_equals_singles():
     for o in (Brightness(), JpegCompressibility(), DigitProbability(7)):
         np.testing.assert_array_equal(o.score(imgs).values,
                                       [o.score([x]).values[0] for x in imgs])
+
+
+@pytest.mark.parametrize("oracle", [Brightness(), JpegCompressibility(), DigitProbability(4)])
+def test_plugin_contract(oracle):
+    from vardbio.testing import check_oracle_contract
+
+    rng = np.random.default_rng(0)
+    good = [rng.uniform(-1, 1, (8, 8)), rng.uniform(-1, 1, (3, 16, 16)), np.zeros((1, 8, 8))]
+    check_oracle_contract(oracle, good, [np.full((8, 8), np.nan), np.zeros(4), None])

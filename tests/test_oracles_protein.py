@@ -56,3 +56,11 @@ def test_cleaning_and_key():
     o = Gravy()
     a, b = o.score(["acdef", " ACD EF\n"]).values
     assert a == b and o.design_key("acdef") == o.design_key("ACDEF")
+
+
+@pytest.mark.parametrize("oracle", [InstabilityIndex(), Gravy(), IsoelectricPoint(), NetCharge(),
+                                    Aromaticity(), SequenceStability()])
+def test_plugin_contract(oracle):
+    from vardbio.testing import check_oracle_contract
+
+    check_oracle_contract(oracle, [SEQ, "MKTAYIAKQR", "GG"], ["", "ACDXZ", None])

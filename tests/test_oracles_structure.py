@@ -148,3 +148,17 @@ def test_pdb_parser_marks_missing_atoms(tmp_path):
     y = backbone_from_pdb(text)
     assert y.shape == (3, 4, 3) and np.isnan(y[1, 3]).all()
     np.testing.assert_allclose(y[0], x[0], atol=1e-3)
+
+
+@pytest.mark.parametrize("make", [lambda: SecondaryStructure("strand"), RadiusOfGyration, Globularity,
+                                  CAClashes, ChainBreaks,
+                                  lambda: TMScore(target=_chain("1i8nA")),
+                                  lambda: BackboneRMSD(target=_chain("1i8nA"))])
+def test_plugin_contract(make):
+    from vardbio.testing import check_oracle_contract
+
+    x = _chain("1i8nA")
+    good = [x, x + np.random.default_rng(0).normal(0, 0.5, x.shape)]
+    missing = x.copy()
+    missing[3, 0] = np.nan
+    check_oracle_contract(make(), good, [missing, x[:, :3], "not a backbone"])
