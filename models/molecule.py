@@ -1,0 +1,730 @@
+"""3D small molecules: EDM-style joint diffusion of coordinates and atom types with an EGNN.
+
+State: a point cloud x (B, N, F) with a node mask (B, N), N = `max_atoms` heavy atoms.
+Features per atom (F = 3 + len(ELEMENTS) + len(H_COUNTS) = 13):
+    [0:3]   coordinates in Å, kept at zero centre of mass over the real atoms;
+    [3:9]   one-hot element (C N O F S Cl) times FEATURE_SCALE (0.25, as EDM scales categories);
+    [9:13]  one-hot number of attached hydrogens (0..3) times FEATURE_SCALE.
+Hydrogens are implicit in the state and added back at decode: this halves the number of
+nodes (and quarters the edges) relative to explicit-H diffusion, which is what makes
+training on one CPU core possible. Decode puts each heavy atom's predicted hydrogens in 3D
+(RDKit's AddHs with coordinates) and perceives bonds from the full 3D structure, hydrogens
+included, with rdDetermineBonds.
+
+Noise: GaussianProcess with com_dims=3 (exact densities on the zero-CoM subspace), a
+linear schedule and ε-prediction. Denoiser: an EGNN (Satorras et al. 2021) written with
+torch_geometric's MessagePassing on a fully connected graph within each molecule, built
+with plain torch from the mask. It is equivariant to rotations, translations and atom
+permutations; the value head (same layers, mean-pooled) is invariant to all three.
+
+Designs: an RDKit Mol with explicit hydrogens and a 3D conformer when the sample decodes to
+a sanitisable, single-fragment, closed-shell, neutral molecule; otherwise a DecodeFailure
+carrying the reason (every oracle scores it NaN with a reason; it never becomes a 0).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from rdkit import Chem, DataStructs, RDLogger, rdBase
+from rdkit.Chem import AllChem, rdDetermineBonds, rdFingerprintGenerator
+from torch import nn
+from torch_geometric.nn import MessagePassing
+
+from vardbio.model.checkpoint import save_model
+from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.plugin import ModelPlugin
+from vardbio.nn import TimeEmbedding, mlp
+from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
+from vardbio.value.heads import ValueHead
+
+RDLogger.DisableLog("rdApp.*")
+
+WEIGHTS = Path(__file__).parent / "weights"
+ELEMENTS = ("C", "N", "O", "F", "S", "Cl")
+H_COUNTS = (0, 1, 2, 3)
+FEATURE_SCALE = 0.25
+NUM_FEATURES = 3 + len(ELEMENTS) + len(H_COUNTS)
+# the most bonds (heavy neighbours + hydrogens) a neutral atom of each element may have
+MAX_VALENCE = {"C": 4, "N": 3, "O": 2, "F": 1, "S": 6, "Cl": 1}
+DATASET_FORMAT = "moses-small-3d-1"
+
+
+def data_dir() -> Path:
+    """The project's data/ folder ($VARDBIO_DATA_DIR overrides it)."""
+    import os
+
+    env = os.environ.get("VARDBIO_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+
+
+# ----------------------------------------------------------------------------- dataset
+
+@dataclass(frozen=True)
+class DatasetParams:
+    """Everything that changes the processed 3D dataset; recorded in the cache file.
+
+    smiles_file: curated SMILES (data/molecules/moses_small.smi by default);
+    max_molecules: how many of them are embedded (a subset drawn with `seed`);
+    max_atoms: heavy-atom limit (molecules above it are skipped);
+    seed: ETKDG random seed base (molecule i uses seed + i);
+    mmff_iterations: MMFF94 relaxation iterations after ETKDGv3 embedding.
+    """
+
+    smiles_file: str = "molecules/moses_small.smi"
+    max_molecules: int = 10000
+    max_atoms: int = 20
+    seed: int = 0
+    mmff_iterations: int = 200
+
+    def path(self) -> Path:
+        p = Path(self.smiles_file)
+        return p if p.is_absolute() else data_dir() / p
+
+    def record(self) -> dict[str, Any]:
+        """The parameters plus the input file's hash and the tool versions."""
+        return {"format": DATASET_FORMAT, "smiles_file": self.smiles_file,
+                "smiles_sha1": hashlib.sha1(self.path().read_bytes()).hexdigest(),
+                "max_molecules": self.max_molecules, "max_atoms": self.max_atoms,
+                "seed": self.seed, "mmff_iterations": self.mmff_iterations,
+                "embedding": "ETKDGv3 + MMFF94", "rdkit": rdBase.rdkitVersion}
+
+
+def read_smiles(path: Path) -> list[str]:
+    """SMILES lines of a curated file (lines starting with '#' are comments)."""
+    return [s.strip() for s in path.read_text().splitlines() if s.strip() and not s.startswith("#")]
+
+
+@lru_cache(maxsize=4)
+def atom_count_histogram(smiles_file: str, max_atoms: int) -> tuple[int, ...]:
+    """(max_atoms + 1,) counts of molecules by heavy-atom number in a curated SMILES file."""
+    counts = [0] * (max_atoms + 1)
+    path = DatasetParams(smiles_file=smiles_file).path()
+    for smi in read_smiles(path):
+        mol = Chem.MolFromSmiles(smi)
+        if mol is not None and mol.GetNumAtoms() <= max_atoms:
+            counts[mol.GetNumAtoms()] += 1
+    if not any(counts):
+        raise ValueError(f"no molecule of at most {max_atoms} heavy atoms in {path}")
+    return tuple(counts)
+
+
+def featurise(mol: Chem.Mol, max_atoms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Heavy-atom positions (n, 3), element indices (n,) and hydrogen counts (n,) of a 3D
+    molecule with explicit hydrogens; ValueError for elements or H counts out of range."""
+    heavy = [a for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
+    if len(heavy) > max_atoms:
+        raise ValueError(f"{len(heavy)} heavy atoms > max_atoms={max_atoms}")
+    pos = mol.GetConformer().GetPositions()[[a.GetIdx() for a in heavy]]
+    elements, hcounts = [], []
+    for a in heavy:
+        if a.GetSymbol() not in ELEMENTS:
+            raise ValueError(f"element {a.GetSymbol()} not in {ELEMENTS}")
+        h = a.GetTotalNumHs(includeNeighbors=True)
+        if h not in H_COUNTS:
+            raise ValueError(f"atom with {h} hydrogens")
+        elements.append(ELEMENTS.index(a.GetSymbol()))
+        hcounts.append(h)
+    return pos, np.array(elements), np.array(hcounts)
+
+
+def embed(smiles: str, seed: int, mmff_iterations: int) -> Chem.Mol:
+    """A 3D conformer with explicit hydrogens: ETKDGv3 then MMFF94 relaxation."""
+    mol = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    params = AllChem.ETKDGv3()
+    params.randomSeed = seed
+    if AllChem.EmbedMolecule(mol, params) != 0:
+        raise ValueError("ETKDG embedding failed")
+    AllChem.MMFFOptimizeMolecule(mol, maxIters=mmff_iterations)
+    return mol
+
+
+@dataclass
+class MoleculeDataset:
+    """Padded tensors of the processed set. positions: (M, N, 3) centred, Å; elements,
+    hcounts: (M, N) long; mask: (M, N) bool; smiles: M canonical non-isomeric SMILES."""
+
+    positions: torch.Tensor
+    elements: torch.Tensor
+    hcounts: torch.Tensor
+    mask: torch.Tensor
+    smiles: list[str]
+    record: dict[str, Any]
+
+    def __len__(self) -> int:
+        return len(self.smiles)
+
+    def states(self, index: torch.Tensor) -> torch.Tensor:
+        """Model states (b, N, F) of molecules `index`, padding zero."""
+        return encode_state(self.positions[index], self.elements[index], self.hcounts[index],
+                            self.mask[index])
+
+
+def build_dataset(params: DatasetParams, cache: Path | None = None, log=print) -> MoleculeDataset:
+    """The processed dataset, from `cache` when it was made with the same parameters.
+
+    A cache made with different parameters (or another input file or RDKit) is rebuilt and
+    overwritten, never silently reused.
+    """
+    cache = cache or data_dir() / "molecules" / "processed" / "moses_small_3d.pt"
+    record = params.record()
+    if cache.is_file():
+        blob = torch.load(cache, map_location="cpu", weights_only=False)
+        if blob.get("record") == record:
+            return MoleculeDataset(**blob["tensors"], smiles=blob["smiles"], record=record)
+        log(f"dataset cache {cache} was made with {blob.get('record')}; rebuilding for {record}")
+    every = read_smiles(params.path())
+    rng = np.random.default_rng(params.seed)
+    chosen = np.sort(rng.permutation(len(every))[: params.max_molecules])
+    smiles = [every[i] for i in chosen]
+    n_max = params.max_atoms
+    pos = torch.zeros(len(smiles), n_max, 3)
+    elements = torch.zeros(len(smiles), n_max, dtype=torch.long)
+    hcounts = torch.zeros(len(smiles), n_max, dtype=torch.long)
+    mask = torch.zeros(len(smiles), n_max, dtype=torch.bool)
+    kept, skipped = [], 0
+    started = time.perf_counter()
+    for i, smi in enumerate(smiles):
+        try:
+            p, e, h = featurise(embed(smi, params.seed + i, params.mmff_iterations), n_max)
+        except ValueError:
+            skipped += 1
+            continue
+        j, n = len(kept), len(e)
+        pos[j, :n] = torch.as_tensor(p - p.mean(0), dtype=torch.float32)
+        elements[j, :n] = torch.as_tensor(e)
+        hcounts[j, :n] = torch.as_tensor(h)
+        mask[j, :n] = True
+        kept.append(Chem.MolToSmiles(Chem.MolFromSmiles(smi), isomericSmiles=False))
+        if (i + 1) % 1000 == 0:
+            log(f"embedded {i + 1}/{len(smiles)} molecules in {time.perf_counter() - started:.0f} s")
+    m = len(kept)
+    tensors = {"positions": pos[:m], "elements": elements[:m], "hcounts": hcounts[:m], "mask": mask[:m]}
+    record = {**record, "skipped": skipped}
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"record": params.record(), "stats": record, "tensors": tensors, "smiles": kept}, cache)
+    return MoleculeDataset(**tensors, smiles=kept, record=params.record())
+
+
+def encode_state(positions: torch.Tensor, elements: torch.Tensor, hcounts: torch.Tensor,
+                 mask: torch.Tensor) -> torch.Tensor:
+    """(B, N, F) states from positions (B, N, 3), element and H-count indices (B, N), mask."""
+    m = mask.to(positions.dtype).unsqueeze(-1)
+    centre = (positions * m).sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1)
+    onehot_e = nn.functional.one_hot(elements, len(ELEMENTS)).to(positions.dtype)
+    onehot_h = nn.functional.one_hot(hcounts, len(H_COUNTS)).to(positions.dtype)
+    x = torch.cat([positions - centre, FEATURE_SCALE * onehot_e, FEATURE_SCALE * onehot_h], -1)
+    return x * m
+
+
+def random_rotations(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(n, 3, 3) rotation matrices drawn uniformly (QR of Gaussian matrices, det +1)."""
+    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator))
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)
+    det = torch.linalg.det(q)
+    q[:, :, 0] = q[:, :, 0] * det.unsqueeze(-1)
+    return q
+
+
+# ----------------------------------------------------------------------------- networks
+
+def molecule_edges(mask: torch.Tensor) -> torch.Tensor:
+    """(2, E) edges (source, target) between every ordered pair of distinct real atoms of the
+    same molecule, indexing the flattened (B * N) nodes. Plain torch (no pyg-lib needed)."""
+    b, n = mask.shape
+    pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=mask.device)
+    mol, tgt, src = pair.nonzero(as_tuple=True)
+    return torch.stack([mol * n + src, mol * n + tgt])
+
+
+class EGNNLayer(MessagePassing):
+    """One E(n)-equivariant layer: invariant messages from features and squared distances,
+    feature update h_i += φ_h(h_i, mean_j m_ij), coordinate update
+    x_i += mean_j (x_i - x_j) / (|x_i - x_j| + 1) · φ_x(m_ij)."""
+
+    def __init__(self, hidden: int, edge_dim: int = 1):
+        super().__init__(aggr="mean")
+        # the first edge layer W [h_i, h_j, d², d0²] is split into per-node parts
+        # (W_i h_i + W_j h_j, computed once per atom) plus the per-edge distance terms
+        self.lin_i = nn.Linear(hidden, hidden)
+        self.lin_j = nn.Linear(hidden, hidden, bias=False)
+        self.lin_d = nn.Linear(1 + edge_dim, hidden, bias=False)
+        self.phi_e = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.gate = nn.Sequential(nn.Linear(hidden, 1), nn.Sigmoid())
+        self.phi_h = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        last = nn.Linear(hidden, 1, bias=False)
+        nn.init.xavier_uniform_(last.weight, gain=0.001)
+        self.phi_x = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
+        self.norm = nn.LayerNorm(hidden)
+
+    def forward(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor,
+                edge_attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = h.shape[-1]
+        out = self.propagate(edge_index, a=self.lin_i(h), b=self.lin_j(h), x=x, edge_attr=edge_attr)
+        agg_m, agg_x = out[:, :hidden], out[:, hidden:]
+        h = h + self.phi_h(torch.cat([self.norm(h), agg_m], -1))
+        return h, x + agg_x
+
+    def message(self, a_i, b_j, x_i, x_j, edge_attr):
+        diff = x_i - x_j
+        d2 = diff.pow(2).sum(-1, keepdim=True)
+        m = self.phi_e(a_i + b_j + self.lin_d(torch.cat([d2, edge_attr], -1)))
+        m = m * self.gate(m)
+        step = diff / (d2.add(1e-8).sqrt() + 1.0) * torch.tanh(self.phi_x(m)) * 15.0
+        return torch.cat([m, step], -1)
+
+
+class EGNN(nn.Module):
+    """EGNN trunk on padded molecules: states (B, N, F), times (B,), mask (B, N) ->
+    hidden features (B, N, H) (invariant) and updated coordinates (B, N, 3) (equivariant)."""
+
+    def __init__(self, hidden: int, layers: int, time_dim: int = 16):
+        super().__init__()
+        self.time = TimeEmbedding(time_dim)
+        self.embed = nn.Linear(NUM_FEATURES - 3 + time_dim, hidden)
+        self.layers = nn.ModuleList(EGNNLayer(hidden) for _ in range(layers))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None):
+        b, n, f = x_t.shape
+        if f != NUM_FEATURES:
+            raise ValueError(f"molecule states need {NUM_FEATURES} features per atom, got {f}")
+        if mask is None:
+            raise ValueError("molecule states need a node mask (B, N)")
+        mask = mask.bool()
+        m = mask.to(x_t.dtype).unsqueeze(-1)
+        pos = x_t[..., :3] * m
+        feats = x_t[..., 3:] / FEATURE_SCALE
+        temb = self.time(t).to(x_t.dtype).unsqueeze(1).expand(b, n, -1)
+        h = self.embed(torch.cat([feats, temb], -1)).reshape(b * n, -1)
+        x = pos.reshape(b * n, 3)
+        edges = molecule_edges(mask)
+        d0 = (x[edges[0]] - x[edges[1]]).pow(2).sum(-1, keepdim=True)
+        for layer in self.layers:
+            h, x = layer(h, x, edges, d0)
+        return h.reshape(b, n, -1), x.reshape(b, n, 3)
+
+
+class EGNNDenoiser(nn.Module):
+    """ε-prediction for molecule states: (B, N, F), (B,), (B, N) -> (B, N, F).
+
+    The coordinate part is the EGNN's displacement of the input coordinates (equivariant,
+    translation invariant); the feature part is a linear map of the invariant hidden state.
+    """
+
+    def __init__(self, hidden: int = 64, layers: int = 4):
+        super().__init__()
+        self.trunk = EGNN(hidden, layers)
+        self.out = mlp([hidden, hidden, NUM_FEATURES - 3])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h, x = self.trunk(x_t, t, mask)
+        m = mask.to(x_t.dtype).unsqueeze(-1)
+        return torch.cat([x - x_t[..., :3], self.out(h)], -1) * m
+
+
+class MoleculeValueNet(nn.Module):
+    """Invariant value network: EGNN features mean-pooled over real atoms, then an MLP with
+    the time features: (B, N, F), (B,), (B, N) -> (B,)."""
+
+    def __init__(self, hidden: int = 64, layers: int = 3, time_dim: int = 16):
+        super().__init__()
+        self.trunk = EGNN(hidden, layers)
+        self.time = TimeEmbedding(time_dim)
+        self.head = mlp([hidden + time_dim + 1, hidden, hidden, 1])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h, _ = self.trunk(x_t, t, mask)
+        m = mask.to(x_t.dtype).unsqueeze(-1)
+        count = m.sum(1)
+        pooled = (h * m).sum(1) / count.clamp(min=1)
+        size = count / 20.0
+        return self.head(torch.cat([pooled, self.time(t).to(x_t.dtype), size], -1)).squeeze(-1)
+
+
+class AtomCountPrior(nn.Module):
+    """layout(n, generator): heavy-atom counts drawn from the training histogram (a buffer,
+    saved with the model), as masks over `max_atoms` slots."""
+
+    def __init__(self, histogram: Sequence[int]):
+        super().__init__()
+        self.register_buffer("counts", torch.as_tensor(list(histogram), dtype=torch.float64))
+
+    @property
+    def max_atoms(self) -> int:
+        return len(self.counts) - 1
+
+    def forward(self, n: int, generator: torch.Generator | None = None) -> Layout:
+        sizes = torch.multinomial(self.counts.float(), n, replacement=True, generator=generator)
+        mask = torch.arange(self.max_atoms).unsqueeze(0) < sizes.unsqueeze(1)
+        return Layout((n, self.max_atoms, NUM_FEATURES), mask)
+
+
+# ----------------------------------------------------------------------------- decoding
+
+@dataclass(frozen=True)
+class DecodeFailure:
+    """A sample that is not a molecule, with why. Oracles score it NaN (it is neither an
+    RDKit Mol nor a SMILES string); `reason` is kept in the design files."""
+
+    reason: str
+    smiles: str | None = None
+
+    def __repr__(self) -> str:
+        return f"DecodeFailure({self.reason!r})"
+
+
+def _neutralise_sulfur_oxides(mol: Chem.RWMol) -> None:
+    """[S+]-[O-] pairs (how bond perception writes sulfoxides) become S=O."""
+    for bond in mol.GetBonds():
+        a, b = bond.GetBeginAtom(), bond.GetEndAtom()
+        if a.GetSymbol() == "O":
+            a, b = b, a
+        if (bond.GetBondType() == Chem.BondType.SINGLE and a.GetSymbol() == "S" and b.GetSymbol() == "O"
+                and a.GetFormalCharge() == 1 and b.GetFormalCharge() == -1 and b.GetDegree() == 1):
+            bond.SetBondType(Chem.BondType.DOUBLE)
+            a.SetFormalCharge(0)
+            b.SetFormalCharge(0)
+
+
+def perceive(positions: np.ndarray, elements: Sequence[int], hcounts: Sequence[int]) -> tuple[Chem.Mol | None, str | None, list[bool]]:
+    """Bond perception of one molecule from heavy-atom 3D coordinates and hydrogen counts.
+
+    Hydrogens are placed in 3D, connectivity comes from covalent radii and bond orders from
+    rdDetermineBonds on the full molecule. Returns (molecule with explicit H or None,
+    failure reason or None, per-heavy-atom stability: neutral, closed-shell, valence within
+    the element's limit).
+    """
+    n = len(elements)
+    if n == 0:
+        return None, "no atoms", []
+    if not np.isfinite(positions).all():
+        return None, "non-finite coordinates", [False] * n
+    rw = Chem.RWMol()
+    conf = Chem.Conformer(n)
+    for i, (e, h) in enumerate(zip(elements, hcounts)):
+        atom = Chem.Atom(ELEMENTS[int(e)])
+        atom.SetNoImplicit(True)
+        atom.SetNumExplicitHs(int(H_COUNTS[int(h)]))
+        rw.AddAtom(atom)
+        conf.SetAtomPosition(i, positions[i].tolist())
+    rw.AddConformer(conf, assignId=True)
+    mol = rw.GetMol()
+    try:
+        rdDetermineBonds.DetermineConnectivity(mol)
+    except Exception as err:  # noqa: BLE001 - RDKit raises several types
+        return None, f"connectivity perception failed: {err}", [False] * n
+    over = [a.GetDegree() + a.GetNumExplicitHs() > MAX_VALENCE[a.GetSymbol()] for a in mol.GetAtoms()]
+    if any(over):
+        i = over.index(True)
+        a = mol.GetAtomWithIdx(i)
+        return None, (f"atom {i} ({a.GetSymbol()}) has {a.GetDegree()} neighbours and "
+                      f"{a.GetNumExplicitHs()} H, over its valence"), [not o for o in over]
+    mol.UpdatePropertyCache(strict=False)
+    mol = Chem.AddHs(mol, addCoords=True)
+    try:
+        rdDetermineBonds.DetermineBondOrders(mol, charge=0, allowChargedFragments=True)
+    except Exception as err:  # noqa: BLE001
+        return None, f"bond order perception failed: {err}", [False] * n
+    rw = Chem.RWMol(mol)
+    _neutralise_sulfur_oxides(rw)
+    heavy = [a for a in rw.GetAtoms() if a.GetAtomicNum() > 1]
+    stable = [a.GetFormalCharge() == 0 and a.GetNumRadicalElectrons() == 0 for a in heavy]
+    mol = rw.GetMol()
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception as err:  # noqa: BLE001
+        return mol, f"sanitisation failed: {err}", stable
+    return mol, None, stable
+
+
+@dataclass
+class Perceived:
+    """What decoding found for one sample. mol: the sanitised molecule (with H) or None;
+    reason: why it is not a valid design (None when valid); atom_stable: (n,) bools."""
+
+    mol: Chem.Mol | None
+    reason: str | None
+    atom_stable: list[bool]
+    sanitised: bool
+
+    @property
+    def design(self) -> Any:
+        if self.reason is None:
+            return self.mol
+        return DecodeFailure(self.reason, None if self.mol is None or not self.sanitised else
+                             Chem.MolToSmiles(Chem.RemoveHs(self.mol, sanitize=False), isomericSmiles=False))
+
+
+def state_parts(x0: torch.Tensor, mask: torch.Tensor | None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(positions, element indices, H counts) of the real atoms of each state (B, N, F).
+
+    Without a mask, real atoms are the rows with any non-zero feature (padding is exactly 0
+    in every state the process produces)."""
+    if mask is None:
+        mask = (x0 != 0).any(-1)
+    out = []
+    for x, m in zip(x0.detach().cpu().double(), mask.cpu().bool()):
+        x = x[m]
+        out.append((x[:, :3].numpy(), x[:, 3:3 + len(ELEMENTS)].argmax(-1).numpy(),
+                    x[:, 3 + len(ELEMENTS):].argmax(-1).numpy()))
+    return out
+
+
+def perceive_state(positions, elements, hcounts) -> Perceived:
+    mol, reason, stable = perceive(positions, elements, hcounts)
+    sanitised = mol is not None and (reason is None or not reason.startswith("sanitisation"))
+    if reason is None:
+        if len(Chem.GetMolFrags(mol)) > 1:
+            reason = f"{len(Chem.GetMolFrags(mol))} fragments"
+        elif not all(stable):
+            reason = "charged or open-shell atoms after bond perception"
+    if reason is None:
+        Chem.AssignStereochemistryFrom3D(mol)
+    return Perceived(mol, reason, stable, sanitised)
+
+
+def decode_molecules(x0: torch.Tensor, mask: torch.Tensor | None) -> list[Any]:
+    """B designs from states (B, N, F): RDKit Mols (explicit H, 3D) or DecodeFailures."""
+    return [perceive_state(*parts).design for parts in state_parts(x0, mask)]
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def canonical(mol: Chem.Mol) -> str:
+    """Canonical non-isomeric SMILES without hydrogens (the training set's form)."""
+    return Chem.MolToSmiles(Chem.RemoveHs(mol), isomericSmiles=False)
+
+
+_MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+
+
+def diversity(mols: Sequence[Chem.Mol]) -> float:
+    """Mean pairwise Tanimoto distance of Morgan fingerprints (radius 2, 2048 bits); NaN
+    for fewer than two molecules."""
+    if len(mols) < 2:
+        return float("nan")
+    fps = [_MORGAN.GetFingerprint(m) for m in mols]
+    total, pairs = 0.0, 0
+    for i in range(1, len(fps)):
+        sims = DataStructs.BulkTanimotoSimilarity(fps[i], fps[:i])
+        total += len(sims) - sum(sims)
+        pairs += len(sims)
+    return total / pairs
+
+
+def sample_quality(states: torch.Tensor, mask: torch.Tensor | None,
+                   training_smiles: set[str] | None = None) -> dict[str, Any]:
+    """The standard 3D-generation metrics on decoded samples.
+
+    atom_stability: fraction of heavy atoms that are neutral and closed-shell after bond
+        perception with their predicted hydrogens (hydrogens are implicit in the state, so
+        this counts heavy atoms only);
+    molecule_stability: fraction of samples whose every atom is stable;
+    validity: fraction that RDKit sanitises (EDM's definition, fragments allowed);
+    valid_fraction: fraction that are usable designs (sanitised, one fragment, stable);
+    uniqueness: distinct canonical SMILES among the valid designs / valid designs;
+    novelty: fraction of the distinct valid SMILES not in the training set.
+    """
+    found = [perceive_state(*parts) for parts in state_parts(states, mask)]
+    atoms = [s for p in found for s in p.atom_stable]
+    valid = [p.mol for p in found if p.reason is None]
+    smiles = [canonical(m) for m in valid]
+    unique = set(smiles)
+    out: dict[str, Any] = {
+        "samples": len(found),
+        "atom_stability": float(np.mean(atoms)) if atoms else float("nan"),
+        "molecule_stability": float(np.mean([bool(p.atom_stable) and all(p.atom_stable) and p.mol is not None
+                                             for p in found])),
+        "validity": float(np.mean([p.sanitised for p in found])),
+        "valid_fraction": len(valid) / max(len(found), 1),
+        "uniqueness": len(unique) / len(valid) if valid else float("nan"),
+        "diversity": diversity(valid),
+    }
+    if training_smiles is not None:
+        out["novelty"] = len(unique - training_smiles) / len(unique) if unique else float("nan")
+    reasons: dict[str, int] = {}
+    for p in found:
+        if p.reason:
+            key = p.reason.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+    out["failure_reasons"] = reasons
+    return out
+
+
+# ----------------------------------------------------------------------------- plugin
+
+DEFAULTS = {"hidden": 64, "layers": 4, "max_atoms": 20, "num_train_steps": 1000, "schedule": "linear",
+            "prediction": "eps", "sampling_steps": 50, "eta": 1.0,
+            "smiles_file": "molecules/moses_small.smi"}
+ARCHITECTURE = ("hidden", "layers", "max_atoms", "num_train_steps", "schedule", "prediction")
+PRETRAIN = {"max_molecules": 10000, "batch_size": 64, "lr": 7e-4, "ema": 0.999,
+            "train_minutes": 55.0, "max_train_steps": 1_000_000, "checkpoint_minutes": 5.0,
+            "eval_samples": 1000, "eval_batch": 250, "log": None, "dataset_cache": None}
+
+
+class MoleculePlugin(ModelPlugin):
+    """3D small molecules (≤ 20 heavy atoms, C N O F S Cl, hydrogens implicit in the state)."""
+
+    name = "molecule"
+
+    def options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
+        if unknown:
+            raise ValueError(f"unknown molecule model options {sorted(unknown)}; "
+                             f"valid: {sorted({**DEFAULTS, **PRETRAIN})}")
+        merged = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+        for key in ("hidden", "layers", "max_atoms", "sampling_steps"):
+            if int(merged[key]) < 1:
+                raise ValueError(f"molecule option {key} must be >= 1, got {merged[key]}")
+        return merged
+
+    def build(self, options: dict[str, Any]) -> DiffusionModel:
+        opts = self.options(options)
+        process = GaussianProcess(GaussianProcessConfig(
+            num_train_steps=opts["num_train_steps"], schedule=opts["schedule"],
+            prediction=opts["prediction"], sampling_steps=opts["sampling_steps"], eta=opts["eta"],
+            com_dims=3))
+        denoiser = EGNNDenoiser(opts["hidden"], opts["layers"])
+        layout = AtomCountPrior(atom_count_histogram(opts["smiles_file"], opts["max_atoms"]))
+        architecture = {k: opts[k] for k in ARCHITECTURE}
+        return DiffusionModel(denoiser, process, layout, decode_molecules,
+                              spec={"plugin": self.name, "options": architecture})
+
+    def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
+        unknown = set(options) - {"hidden", "layers"}
+        if unknown:
+            raise ValueError(f"unknown molecule value-head options {sorted(unknown)}; valid: hidden, layers")
+        return ValueHead(MoleculeValueNet(int(options.get("hidden", 64)), int(options.get("layers", 3))))
+
+    def default_checkpoint(self, options: dict[str, Any]) -> Path:
+        return WEIGHTS / "molecule.pt"
+
+    def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
+        """Train on the curated MOSES subset under a wall-clock budget (`train_minutes`),
+        keeping an EMA of the weights; checkpoints (EMA weights) every `checkpoint_minutes`;
+        ends with the sample-quality metrics of `eval_samples` samples."""
+        opts = self.options(options)
+        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        log_path = Path(train["log"]) if train["log"] else Path(out_path).with_suffix(".log")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+
+        def log(msg: str) -> None:
+            with log_path.open("a") as fh:
+                fh.write(f"{time.strftime('%H:%M:%S')} {msg}\n")
+
+        torch.manual_seed(seed)
+        generator = torch.Generator().manual_seed(seed)
+        params = DatasetParams(smiles_file=opts["smiles_file"], max_molecules=int(train["max_molecules"]),
+                               max_atoms=opts["max_atoms"], seed=seed)
+        started = time.perf_counter()
+        data = build_dataset(params, Path(train["dataset_cache"]) if train["dataset_cache"] else None, log)
+        data_seconds = time.perf_counter() - started
+        log(f"dataset: {len(data)} molecules ready in {data_seconds:.0f} s")
+        model = self.build(opts)
+        ema = model.frozen_copy()
+        optimiser = torch.optim.Adam(model.denoiser.parameters(), lr=float(train["lr"]))
+        budget = 60.0 * float(train["train_minutes"])
+        started = last_ckpt = time.perf_counter()
+        step, losses = 0, []
+        while step < int(train["max_train_steps"]) and time.perf_counter() - started < budget:
+            idx = torch.randint(0, len(data), (int(train["batch_size"]),), generator=generator)
+            rot = random_rotations(len(idx), generator)
+            pos = torch.einsum("bij,bnj->bni", rot, data.positions[idx])
+            x0 = encode_state(pos, data.elements[idx], data.hcounts[idx], data.mask[idx])
+            loss = model.process.training_loss(model.denoiser, x0, data.mask[idx], generator)
+            optimiser.zero_grad()
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
+            optimiser.step()
+            with torch.no_grad():
+                decay = min(float(train["ema"]), (1 + step) / (10 + step))
+                for pe, pm in zip(ema.denoiser.parameters(), model.denoiser.parameters()):
+                    pe.lerp_(pm, 1 - decay)
+            step += 1
+            losses.append(float(loss.detach()))
+            if step % 200 == 0:
+                log(f"step {step} loss {np.mean(losses[-200:]):.4f} "
+                    f"elapsed {time.perf_counter() - started:.0f} s")
+            if time.perf_counter() - last_ckpt > 60.0 * float(train["checkpoint_minutes"]):
+                save_model(ema, out_path, pretrain_progress={"step": step, "loss": float(np.mean(losses[-200:]))})
+                last_ckpt = time.perf_counter()
+                log(f"checkpoint at step {step} -> {out_path}")
+        train_seconds = time.perf_counter() - started
+        ema.eval()
+        eval_started = time.perf_counter()
+        states, masks = [], []
+        eval_gen = torch.Generator().manual_seed(seed + 1)
+        for start in range(0, int(train["eval_samples"]), int(train["eval_batch"])):
+            traj = ema.rollout(min(int(train["eval_batch"]), int(train["eval_samples"]) - start), eval_gen)
+            states.append(traj.final)
+            masks.append(traj.mask)
+        width = max(m.shape[1] for m in masks)
+        states_t = torch.cat([nn.functional.pad(s, (0, 0, 0, width - s.shape[1])) for s in states])
+        masks_t = torch.cat([nn.functional.pad(m, (0, width - m.shape[1])) for m in masks])
+        quality = sample_quality(states_t, masks_t, set(data.smiles))
+        metrics = {
+            **quality, "train_steps": step, "train_seconds": round(train_seconds, 1),
+            "dataset_seconds": round(data_seconds, 1), "eval_seconds": round(time.perf_counter() - eval_started, 1),
+            "final_loss": float(np.mean(losses[-200:])) if losses else float("nan"),
+            "dataset_molecules": len(data), "dataset": data.record, "options": opts,
+            "training": train, "seed": seed, "torch_threads": torch.get_num_threads(),
+        }
+        log("metrics " + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
+        save_model(ema, out_path, pretrain_metrics=metrics)
+        return metrics
+
+    def write_designs(self, designs, rewards, out_stem):
+        """`<stem>.sdf` with every valid molecule (3D, explicit H; properties: index, smiles,
+        reward) and `<stem>.csv` with one row per design (index, smiles, reward, failure); no
+        SDF when no design is a valid molecule."""
+        out_stem = Path(out_stem)
+        out_stem.parent.mkdir(parents=True, exist_ok=True)
+        sdf, table = out_stem.with_suffix(".sdf"), out_stem.with_suffix(".csv")
+        writer = Chem.SDWriter(str(sdf))
+        written = 0
+        with table.open("w", newline="") as fh:
+            rows = csv.writer(fh)
+            rows.writerow(["index", "smiles", "reward", "failure"])
+            for i, design in enumerate(designs):
+                reward = float("nan") if rewards is None else float(rewards[i])
+                if isinstance(design, Chem.Mol):
+                    mol = Chem.Mol(design)
+                    smi = canonical(mol)
+                    mol.SetProp("_Name", f"design_{i}")
+                    mol.SetIntProp("index", i)
+                    mol.SetProp("smiles", smi)
+                    if rewards is not None:
+                        mol.SetDoubleProp("reward", reward)
+                    writer.write(mol)
+                    written += 1
+                    rows.writerow([i, smi, f"{reward:.6g}", ""])
+                else:
+                    why = design.reason if isinstance(design, DecodeFailure) else f"not a molecule: {design!r}"
+                    rows.writerow([i, getattr(design, "smiles", "") or "", f"{reward:.6g}", why])
+        writer.close()
+        if written == 0:  # no valid molecule: no SDF, the CSV says why
+            sdf.unlink()
+            return [table]
+        return [sdf, table]
+
+    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
+        """valid_fraction, diversity and uniqueness of the final designs (and `_initial` of the
+        reference model's), as defined in sample_quality."""
+        extras: dict[str, Any] = {}
+        for suffix, states in (("", final_samples), ("_initial", reference_samples)):
+            q = sample_quality(states, None)
+            for key in ("valid_fraction", "diversity", "uniqueness", "atom_stability", "molecule_stability"):
+                extras[key + suffix] = q[key]
+        return extras
+
+
+plugin = MoleculePlugin()

@@ -1,0 +1,191 @@
+"""The 3D molecule domain: contract, equivariance, decoding, dataset cache, design files."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rdkit import Chem
+
+from vardbio.testing import check_model_contract
+from vardbio_models import molecule as mol_mod
+from vardbio_models.molecule import (
+    DatasetParams, DecodeFailure, build_dataset, canonical, decode_molecules, encode_state,
+    plugin, random_rotations, sample_quality,
+)
+from vardbio_oracles.chem import QEDOracle
+
+SMILES = ["CC(=O)Nc1nccs1", "CS(=O)(=O)c1ccc(Cl)cc1", "O=C(O)c1ccccc1F", "CCCS(=O)c1ccccc1",
+          "N#Cc1ccc(OC2CCNC2)cc1", "Cn1ccc2ccccc21"]
+TINY = {"hidden": 16, "layers": 2, "sampling_steps": 6}
+
+
+@pytest.fixture(scope="module")
+def smiles_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("mol") / "tiny.smi"
+    path.write_text("# test molecules\n" + "\n".join(SMILES) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def dataset(smiles_file, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("cache") / "tiny.pt"
+    return build_dataset(DatasetParams(smiles_file=str(smiles_file), max_molecules=len(SMILES)), cache)
+
+
+@pytest.fixture(scope="module")
+def model(smiles_file):
+    torch.manual_seed(0)
+    return plugin.build({**TINY, "smiles_file": str(smiles_file)})
+
+
+def _transform(x, mask, rot, shift, perm):
+    """Rotate, translate (real atoms only) and permute atoms of states (B, N, F)."""
+    y = x.clone()
+    y[..., :3] = (torch.einsum("bij,bnj->bni", rot, x[..., :3]) + shift) * mask.unsqueeze(-1)
+    return y[:, perm], mask[:, perm]
+
+
+def _random_state(model, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    layout = model.layout(n, g)
+    x = model.process.prior_sample(layout.shape, layout.mask, g)
+    # a clean-ish molecule-like scale: spread coordinates, sharpen the features
+    x[..., :3] *= 2.0
+    return x, layout.mask
+
+
+def test_model_contract(smiles_file):
+    check_model_contract(plugin, {**TINY, "smiles_file": str(smiles_file)}, batch=2)
+
+
+def test_denoiser_is_equivariant(model):
+    torch.manual_seed(1)
+    x, mask = _random_state(model, 4, seed=3)
+    t = torch.rand(4)
+    rot, shift = random_rotations(4), 5.0 * torch.randn(4, 1, 3)
+    perm = torch.randperm(x.shape[1])
+    with torch.no_grad():
+        out = model.denoiser(x, t, mask)
+        x2, mask2 = _transform(x, mask, rot, shift, perm)
+        out2 = model.denoiser(x2, t, mask2)
+    expected = out.clone()
+    expected[..., :3] = torch.einsum("bij,bnj->bni", rot, out[..., :3])
+    expected = expected[:, perm]
+    assert torch.allclose(out2, expected, atol=1e-4), float((out2 - expected).abs().max())
+    # the test can fail: a coordinate output that does not rotate is caught
+    assert not torch.allclose(out2, out[:, perm], atol=1e-4)
+
+
+def test_value_head_is_invariant(model):
+    head = plugin.value_head(model, {"hidden": 16, "layers": 2})
+    for p in head.parameters():  # move away from the tiny initial coordinate weights
+        p.data.add_(0.1 * torch.randn_like(p))
+    x, mask = _random_state(model, 5, seed=4)
+    t = torch.rand(5)
+    rot, shift = random_rotations(5), 5.0 * torch.randn(5, 1, 3)
+    perm = torch.randperm(x.shape[1])
+    with torch.no_grad():
+        v = head(x, t, mask)
+        x2, mask2 = _transform(x, mask, rot, shift, perm)
+        v2 = head(x2, t, mask2)
+        stretched = x.clone()
+        stretched[..., :3] *= 1.5
+        v3 = head(stretched, t, mask)
+    assert v.shape == (5,)
+    assert torch.allclose(v, v2, atol=1e-4), float((v - v2).abs().max())
+    assert not torch.allclose(v, v3, atol=1e-4), "the value must depend on the geometry"
+
+
+def test_rollout_keeps_zero_centre_of_mass_and_padding(model):
+    traj = model.rollout(3, torch.Generator().manual_seed(0))
+    m = traj.mask.unsqueeze(-1).float()
+    assert torch.allclose((traj.final[..., :3] * m).sum(1), torch.zeros(3, 3), atol=1e-4)
+    assert (traj.final[~traj.mask] == 0).all()
+
+
+def test_decode_round_trips_training_molecules(dataset):
+    assert len(dataset) == len(SMILES)
+    x0 = dataset.states(torch.arange(len(dataset)))
+    designs = decode_molecules(x0, dataset.mask)
+    assert all(isinstance(d, Chem.Mol) for d in designs), designs
+    assert [canonical(d) for d in designs] == dataset.smiles
+    for d in designs:  # explicit hydrogens with 3D coordinates, as the 3D oracles want
+        assert any(a.GetAtomicNum() == 1 for a in d.GetAtoms())
+        assert d.GetConformer().Is3D()
+    rot = random_rotations(len(dataset), torch.Generator().manual_seed(0))
+    turned = encode_state(torch.einsum("bij,bnj->bni", rot, dataset.positions), dataset.elements,
+                          dataset.hcounts, dataset.mask)
+    assert [canonical(d) for d in decode_molecules(turned, dataset.mask)] == dataset.smiles
+
+
+def test_training_molecules_score_as_stable_and_valid(dataset):
+    x0 = dataset.states(torch.arange(len(dataset)))
+    q = sample_quality(x0, dataset.mask, set(dataset.smiles))
+    assert q["atom_stability"] == 1.0 and q["molecule_stability"] == 1.0
+    assert q["validity"] == 1.0 and q["valid_fraction"] == 1.0 and q["uniqueness"] == 1.0
+    assert q["novelty"] == 0.0
+    assert 0.0 < q["diversity"] <= 1.0
+
+
+def test_broken_sample_is_invalid_with_a_reason_and_scores_nan(dataset):
+    x0 = dataset.states(torch.arange(2)).clone()
+    x0[0, :, :3] *= 0.3  # atoms squeezed together: impossible valences
+    x0[1, :, :3] *= 3.0  # atoms pulled apart: fragments / open shells
+    designs = decode_molecules(x0, dataset.mask[:2])
+    assert all(isinstance(d, DecodeFailure) and d.reason for d in designs), designs
+    result = QEDOracle().score(designs)
+    assert np.isnan(result.values).all() and all(result.reasons)
+    q = sample_quality(x0, dataset.mask[:2])
+    assert q["valid_fraction"] == 0.0 and sum(q["failure_reasons"].values()) == 2
+
+
+def test_dataset_cache_is_rebuilt_when_parameters_change(smiles_file, tmp_path):
+    cache = tmp_path / "cache.pt"
+    messages = []
+    a = build_dataset(DatasetParams(smiles_file=str(smiles_file), max_molecules=2), cache, messages.append)
+    again = build_dataset(DatasetParams(smiles_file=str(smiles_file), max_molecules=2), cache, messages.append)
+    assert messages == [] and again.smiles == a.smiles
+    b = build_dataset(DatasetParams(smiles_file=str(smiles_file), max_molecules=3), cache, messages.append)
+    assert len(b) == 3 and len(messages) == 1 and "rebuilding" in messages[0]
+    assert torch.load(cache, weights_only=False)["record"]["max_molecules"] == 3
+    c = build_dataset(DatasetParams(smiles_file=str(smiles_file), max_molecules=3, mmff_iterations=50),
+                      cache, messages.append)
+    assert len(messages) == 2 and c.record["mmff_iterations"] == 50
+
+
+def test_layout_samples_atom_counts_from_the_histogram(model, smiles_file):
+    counts = np.bincount([Chem.MolFromSmiles(s).GetNumAtoms() for s in SMILES], minlength=21)
+    layout = model.layout(3000, torch.Generator().manual_seed(0))
+    sizes = layout.mask.sum(1).numpy()
+    found = np.bincount(sizes, minlength=21) / len(sizes)
+    assert layout.shape == (3000, 20, mol_mod.NUM_FEATURES)
+    assert np.abs(found - counts / counts.sum()).max() < 0.04
+    assert set(np.unique(sizes)) == set(np.flatnonzero(counts))
+
+
+def test_write_designs_sdf_with_scores(dataset, tmp_path):
+    x0 = dataset.states(torch.arange(3)).clone()
+    x0[2, :, :3] *= 0.3
+    designs = decode_molecules(x0, dataset.mask[:3])
+    rewards = QEDOracle().score(designs).values
+    files = plugin.write_designs(designs, rewards, tmp_path / "designs_final")
+    sdf = [p for p in files if p.suffix == ".sdf"][0]
+    mols = [m for m in Chem.SDMolSupplier(str(sdf), removeHs=False)]
+    assert len(mols) == 2
+    assert [m.GetDoubleProp("reward") for m in mols] == pytest.approx(rewards[:2].tolist())
+    assert mols[0].GetConformer().Is3D()
+    table = [p for p in files if p.suffix == ".csv"][0].read_text().splitlines()
+    assert len(table) == 4 and table[3].split(",")[2] == "nan" and table[3].split(",", 3)[3]
+
+
+def test_summary_extras_report_validity_and_diversity(model, dataset):
+    x0 = dataset.states(torch.arange(len(dataset)))
+    noise = model.process.prior_sample(tuple(x0.shape), dataset.mask, torch.Generator().manual_seed(0))
+    extras = plugin.summary_extras(model, noise, x0, [], None)
+    assert extras["valid_fraction"] == 1.0 and extras["valid_fraction_initial"] < 1.0
+    assert 0.0 < extras["diversity"] <= 1.0
+
+
+def test_unknown_options_are_named():
+    with pytest.raises(ValueError, match="hiddn"):
+        plugin.build({"hiddn": 3})
