@@ -1,9 +1,12 @@
-"""The `vardbio` command: run, pretrain, sample and bench, each taking Hydra overrides.
+"""The `vardbio` command: run, pretrain, sample and bench take Hydra overrides; report
+takes a run directory.
 
     vardbio run campaign=toy_linear algorithm=vard seed=0 out_dir=runs/x
     vardbio pretrain model=toy_gaussian8
     vardbio sample model=toy n=16
+    vardbio sample checkpoint=runs/x/model_final.pt campaign=toy_linear   # and score them
     vardbio bench campaign=toy_linear
+    vardbio report runs/x
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ from vardbio.campaign.config import register_configs
 from vardbio.reward.ledger import OracleBudgetExceeded
 
 CONFIG_MODULE = "vardbio_configs"
-COMMANDS = {"run": "config", "bench": "config", "pretrain": "pretrain", "sample": "sample"}
+COMMANDS = {"run": "config", "bench": "config", "pretrain": "pretrain", "sample": "sample",
+            "report": None}
 
 
 def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
@@ -36,9 +40,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vardbio", description="Fine-tune diffusion models toward oracle rewards with VARD.")
     parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. campaign=toy_linear seed=1")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides, e.g. campaign=toy_linear seed=1 (report: the run directory)")
     args = parser.parse_args(argv)
     try:
+        if args.command == "report":
+            return _report(args.overrides)
         cfg = compose_config(COMMANDS[args.command], args.overrides)
         return _dispatch(args.command, cfg, args.overrides)
     except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError, TypeError,
@@ -48,6 +55,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vardbio {args.command}: error: {_describe(err)}", file=sys.stderr)
         print("(set VARDBIO_DEBUG=1 for the full traceback)", file=sys.stderr)
         return 2
+
+
+def _report(args: Sequence[str]) -> int:
+    if len(args) != 1 or "=" in args[0]:
+        raise ValueError("usage: vardbio report <run_dir> (the out_dir of a finished run)")
+    from vardbio.campaign.report import write_report
+    print(f"wrote {write_report(Path(args[0]))}")
+    return 0
 
 
 def _describe(err: Exception) -> str:
@@ -75,8 +90,13 @@ def _dispatch(command: str, cfg: DictConfig, overrides: Sequence[str]) -> int:
         print(OmegaConf.to_yaml(OmegaConf.create(metrics)))
     else:
         from vardbio.campaign.sample import sample
-        files = sample(cfg)
-        print("wrote " + ", ".join(str(f) for f in files))
+        result = sample(cfg)
+        if result.rewards is not None:
+            from vardbio.algorithms.base import reward_stats
+            stats = reward_stats(result.rewards)
+            print(f"reward mean {stats['mean']:.4g}, median {stats['median']:.4g}, top10 "
+                  f"{stats['top10']:.4g} ({stats['n_nan']} failed) with {result.oracle_calls} oracle calls")
+        print("wrote " + ", ".join(str(f) for f in result.files))
     return 0
 
 

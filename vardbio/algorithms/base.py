@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -13,13 +13,35 @@ from vardbio.reward.reward import Reward, RewardBatch
 from vardbio.value.heads import ValueHead
 
 
+class Collective:
+    """How the processes of a run share work. This default is one process: every design is
+    local, so each method returns its input. The campaign passes a multi-process one
+    (vardbio.campaign.distributed) when launched under `accelerate launch`.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    def shard(self, n: int) -> int:
+        """How many of n chains this process samples (the shares sum to n)."""
+        return n
+
+    def gather_scored(self, traj: Trajectory, rewards: np.ndarray) -> tuple[Trajectory, np.ndarray]:
+        """Every process's chains and (B,) rewards, joined in rank order, on every process."""
+        return traj, rewards
+
+    def broadcast_module(self, module: torch.nn.Module) -> None:
+        """Copy process 0's parameters and buffers of `module` to every process."""
+
+
 @dataclass
 class AlgorithmContext:
     """Everything an algorithm works with.
 
     model: the model being fine-tuned (trainable); reference: the frozen pretrained copy;
     reward: scores designs and counts every real oracle call in `reward.ledger`;
-    make_value_head: builds a fresh domain value head; generator: the campaign's RNG.
+    make_value_head: builds a fresh domain value head; generator: the campaign's RNG (one per
+    process); collective: how processes share chains (one process unless launched with several).
     """
 
     model: DiffusionModel
@@ -27,6 +49,7 @@ class AlgorithmContext:
     reward: Reward
     make_value_head: Callable[[], ValueHead]
     generator: torch.Generator
+    collective: Collective = field(default_factory=Collective)
 
 
 @dataclass
@@ -74,8 +97,9 @@ class Algorithm(ABC):
         return False
 
     def final_samples(self, n: int, generator: torch.Generator) -> FinalSamples:
-        """n samples of the fine-tuned model with their path KL to the reference."""
-        traj = self.ctx.model.rollout(n, generator)
+        """n samples of the fine-tuned model with their path KL to the reference (this
+        process's share of them when there are several)."""
+        traj = self.ctx.model.rollout(self.ctx.collective.shard(n), generator)
         kl = path_kl(self.ctx.model, self.ctx.reference, traj)
         return FinalSamples(traj.final, traj.mask, kl, "path KL summed over steps")
 

@@ -51,7 +51,7 @@ class BestOfN(Algorithm):
 
     def final_samples(self, n: int, generator: torch.Generator) -> FinalSamples:
         per = self.config.n
-        n = self.affordable_designs(n)
+        n = self.ctx.collective.shard(self.affordable_designs(n))
         ref = self.ctx.reference
         traj = rollout_in_chunks(ref, n * per, self.config.rollout_chunk, generator)
         scores = score_trajectory(ref, traj, self.ctx.reward).values.reshape(n, per)

@@ -55,7 +55,7 @@ class DDPO(Algorithm):
     def iteration(self, index: int) -> dict[str, float]:
         cfg, ctx = self.config, self.ctx
         model = ctx.model
-        traj = model.rollout(cfg.batch_size, ctx.generator, keep_log_probs=True)
+        traj = model.rollout(ctx.collective.shard(cfg.batch_size), ctx.generator, keep_log_probs=True)
         rewards = score_trajectory(model, traj, ctx.reward).values
         finite = ~np.isnan(rewards)
         if finite.sum() < 2:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from vardbio.algorithms.base import (
@@ -89,19 +90,23 @@ class VARD(Algorithm):
 
     def _fit_value(self, sampler, n: int):
         """Score n rollouts of `sampler` and fit the value head on them."""
-        traj = rollout_in_chunks(sampler, n, self.config.rollout_chunk, self.ctx.generator)
+        collective = self.ctx.collective
+        traj = rollout_in_chunks(sampler, collective.shard(n), self.config.rollout_chunk,
+                                 self.ctx.generator)
         scored = score_trajectory(sampler, traj, self.ctx.reward)
-        if scored.valid.sum() < 2:
+        traj, rewards = collective.gather_scored(traj, scored.values)
+        n_valid = int((~np.isnan(rewards)).sum())
+        if n_valid < 2:
             first = next((why for why in scored.reasons if why), "no reason recorded")
             raise ValueError(
-                f"cannot fit the value head: {int(scored.valid.sum())} of {n} designs got a "
+                f"cannot fit the value head: {n_valid} of {n} designs got a "
                 f"finite reward (first failure: {first})"
             )
-        rewards = scored.values
         self.value_head.requires_grad_(True)
         report = fit_value(self.value_head, traj, rewards, self.times, self.config.value,
                            self.config.beta, self.ctx.generator)
         self.value_head.requires_grad_(False)
+        collective.broadcast_module(self.value_head)
         self.last_fit = report
         return report
 
@@ -114,7 +119,7 @@ class VARD(Algorithm):
             if n >= 2:
                 metrics["value_r2"] = self._fit_value(ctx.model, n).r2
         model = ctx.model
-        traj = model.rollout(cfg.batch_size, ctx.generator)
+        traj = model.rollout(ctx.collective.shard(cfg.batch_size), ctx.generator)
         steps = choose_steps(model.num_steps, cfg.steps_per_update, ctx.generator)
         self.optimiser.zero_grad()
         value_sum = kl_sum = 0.0

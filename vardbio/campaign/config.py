@@ -52,12 +52,37 @@ class CampaignSection:
     oracle_budget: Optional[int] = None
 
 
+MIXED_PRECISION = ("no", "fp16", "bf16")
+
+
+@dataclass
+class AccelerateSection:
+    """How the run uses accelerate.
+
+    mixed_precision: 'no', 'bf16' or 'fp16': autocast of the denoiser's forward passes (its
+        outputs, and the process math, stay in float32); a GPU is needed for fp16;
+    cpu: stay on the CPU even when a GPU is present (otherwise accelerate places the model
+        on this process's GPU).
+    """
+
+    mixed_precision: str = "no"
+    cpu: bool = False
+
+    def __post_init__(self) -> None:
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"accelerate.mixed_precision must be one of {MIXED_PRECISION}, "
+                             f"got '{self.mixed_precision}'")
+
+
 @dataclass
 class RunConfig:
     """The root of `vardbio run`. algorithm holds `name` plus that algorithm's settings.
 
     checkpoint_every: iterations between checkpoints (resume restarts from the last);
-    torch_threads: intra-op threads (1 is fastest for small models on 2 cores).
+    torch_threads: intra-op threads (1 is fastest for small models on 2 cores);
+    progress: show a progress bar; report: write report.md with plots at the end;
+    tensorboard: also log every metrics row to TensorBoard under out_dir/tensorboard;
+    accelerate: devices and mixed precision (see AccelerateSection).
     """
 
     campaign: CampaignSection = field(default_factory=CampaignSection)
@@ -67,6 +92,9 @@ class RunConfig:
     checkpoint_every: int = 10
     torch_threads: int = 1
     progress: bool = True
+    report: bool = True
+    tensorboard: bool = False
+    accelerate: AccelerateSection = field(default_factory=AccelerateSection)
 
 
 def register_configs() -> None:

@@ -1,4 +1,4 @@
-"""Files a campaign writes: metrics.csv, summary.json, the resolved config."""
+"""Files a campaign writes: metrics.csv, summary.json, TensorBoard events."""
 from __future__ import annotations
 
 import csv
@@ -40,3 +40,39 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_nan_to_none(v) for v in value]
     return value
+
+
+class TensorBoardLog:
+    """Metrics rows as TensorBoard scalars (beside metrics.csv), one step per iteration.
+
+    Events at steps >= first_step from an earlier, interrupted run in the same directory are
+    purged, so a resumed run does not log an iteration twice.
+    """
+
+    def __init__(self, log_dir: Path, first_step: int = 0):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as err:
+            raise ValueError("tensorboard=true needs the tensorboard package: "
+                             "pip install 'vardbio[tensorboard]'") from err
+        self.writer = SummaryWriter(str(log_dir), purge_step=first_step or None)
+
+    def log_row(self, row: dict[str, Any]) -> None:
+        """Every numeric entry of a metrics row except the iteration (the step)."""
+        step = int(row["iteration"])
+        for key, value in row.items():
+            if key != "iteration" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(f"train/{key}", value, step)
+
+    def log_summary(self, summary: dict[str, Any], step: int) -> None:
+        """The evaluation rewards and KL of the finished run, at the last step."""
+        for when in ("initial", "final"):
+            for stat in ("mean", "top10"):
+                value = summary[f"reward_{when}"][stat]
+                if isinstance(value, float) and math.isfinite(value):
+                    self.writer.add_scalar(f"eval/reward_{when}_{stat}", value, step)
+        self.writer.add_scalar("eval/kl_to_reference", summary["kl_to_reference"], step)
+        self.writer.add_scalar("eval/oracle_calls", summary["oracle_calls"], step)
+
+    def close(self) -> None:
+        self.writer.close()

@@ -1,22 +1,56 @@
-"""`vardbio sample`: draw designs from a pretrained or fine-tuned checkpoint and write them."""
+"""`vardbio sample`: draw designs from a pretrained or fine-tuned checkpoint, score them when
+a reward is configured, and write them in the model's formats."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from vardbio import registry
+from vardbio.reward.compose import build_reward, build_runtime
+from vardbio.reward.ledger import OracleLedger
 
 
-def sample(cfg: DictConfig) -> list[Path]:
-    """Sample cfg.n designs and write them in the model's formats under cfg.out_dir."""
+@dataclass
+class SampleResult:
+    """files: what write_designs wrote; rewards: (n,) with NaN for failures, or None when
+    no reward was configured; oracle_calls: real oracle calls made."""
+
+    files: list[Path]
+    rewards: np.ndarray | None
+    oracle_calls: int
+
+
+def _plain(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) or OmegaConf.is_list(node) else node
+
+
+def sample(cfg: DictConfig) -> SampleResult:
+    """Sample cfg.n designs under cfg.out_dir/designs.* (model and reward: see sample.yaml)."""
     torch.set_num_threads(int(cfg.torch_threads))
     if cfg.n < 1:
         raise ValueError(f"n must be at least 1, got {cfg.n}")
-    plugin = registry.load("model", cfg.model.name)
-    options = OmegaConf.to_container(cfg.model.get("options", {}), resolve=True)
-    model = plugin.load(options, cfg.checkpoint).eval()
+    campaign = cfg.get("campaign")
+    model_cfg = campaign.model if campaign else cfg.model
+    plugin = registry.load("model", model_cfg.name)
+    options = _plain(model_cfg.get("options", {})) or {}
+    checkpoint = cfg.checkpoint or (campaign.model.get("checkpoint") if campaign else None)
+    model = plugin.load(options, checkpoint).eval()
     traj = model.rollout(int(cfg.n), torch.Generator().manual_seed(int(cfg.seed)))
     designs = model.decode(traj.final, traj.mask)
-    return plugin.write_designs(designs, None, Path(cfg.out_dir) / "designs")
+    source = cfg if cfg.reward is not None or not campaign else campaign
+    terms = _plain(source.reward)
+    rewards, calls = None, 0
+    if terms:
+        runtime = _plain(campaign.oracle_runtime if source is campaign else cfg.oracle_runtime)
+        ledger = OracleLedger()
+        reward = build_reward(terms, build_runtime(runtime, ledger), aggregation=source.aggregation,
+                              nan_policy=source.nan_policy, nan_penalty=source.nan_penalty)
+        rewards = reward(designs).values
+        calls = ledger.total_calls
+    files = plugin.write_designs(designs, rewards, Path(cfg.out_dir) / "designs")
+    return SampleResult(files, rewards, calls)
