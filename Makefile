@@ -14,9 +14,12 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 # torch first, pinned, so that nothing below pulls a different (CUDA) build.
-$(STAMP): pyproject.toml | $(PY)
+# The tests also use an external plugin package, installed as a user would install one.
+PLUGIN := tests/plugin_pkg
+$(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps ./$(PLUGIN)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from vardbio.reward.compose import RewardTermConfig, RuntimeConfig
 
@@ -102,6 +102,13 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(group="campaign", name="campaign_schema", node=CampaignSection)
+
+
+def plain(node: Any) -> Any:
+    """An OmegaConf node as plain Python containers (other values unchanged)."""
+    if isinstance(node, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(node, resolve=True)
+    return node
 
 
 def to_dataclass(cls: type, data: Any, where: str) -> Any:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from vardbio import registry
+from vardbio.campaign.config import plain
 from vardbio.reward.compose import build_reward, build_runtime
 from vardbio.reward.ledger import OracleLedger
 
@@ -25,10 +24,6 @@ class SampleResult:
     oracle_calls: int
 
 
-def _plain(node: Any) -> Any:
-    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) or OmegaConf.is_list(node) else node
-
-
 def sample(cfg: DictConfig) -> SampleResult:
     """Sample cfg.n designs under cfg.out_dir/designs.* (model and reward: see sample.yaml)."""
     torch.set_num_threads(int(cfg.torch_threads))
@@ -37,16 +32,16 @@ def sample(cfg: DictConfig) -> SampleResult:
     campaign = cfg.get("campaign")
     model_cfg = campaign.model if campaign else cfg.model
     plugin = registry.load("model", model_cfg.name)
-    options = _plain(model_cfg.get("options", {})) or {}
+    options = plain(model_cfg.get("options", {})) or {}
     checkpoint = cfg.checkpoint or (campaign.model.get("checkpoint") if campaign else None)
     model = plugin.load(options, checkpoint).eval()
     traj = model.rollout(int(cfg.n), torch.Generator().manual_seed(int(cfg.seed)))
     designs = model.decode(traj.final, traj.mask)
     source = cfg if cfg.reward is not None or not campaign else campaign
-    terms = _plain(source.reward)
+    terms = plain(source.reward)
     rewards, calls = None, 0
     if terms:
-        runtime = _plain(campaign.oracle_runtime if source is campaign else cfg.oracle_runtime)
+        runtime = plain(campaign.oracle_runtime if source is campaign else cfg.oracle_runtime)
         ledger = OracleLedger()
         reward = build_reward(terms, build_runtime(runtime, ledger), aggregation=source.aggregation,
                               nan_policy=source.nan_policy, nan_penalty=source.nan_penalty)
