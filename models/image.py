@@ -1,0 +1,364 @@
+"""Image domain: a small UNet diffusion model of scikit-learn's handwritten digits.
+
+States are image batches (B, 1, S, S) with pixels in [-1, 1] (S = 8, the digits' own size,
+or 16, the digits upsampled bilinearly). A design is a numpy array (S, S) in [-1, 1]: the
+format of vardbio_oracles.image. The shipped checkpoint models/weights/image_digits8.pt is
+trained by `vardbio pretrain model=image` (its metrics are stored inside it); the
+16x16 variant is `vardbio pretrain model=image16` (not shipped).
+"""
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from vardbio.model.checkpoint import save_model
+from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.plugin import ModelPlugin
+from vardbio.nn import TimeEmbedding, mlp
+from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
+from vardbio.value.heads import ValueHead
+
+WEIGHTS = Path(__file__).parent / "weights"
+SIZES = (8, 16)
+GRID_MAX = 64  # designs drawn in a PNG grid
+
+
+def digits_dataset(size: int = 16) -> torch.Tensor:
+    """scikit-learn's 1,797 handwritten digits as (1797, 1, size, size) float32 in [-1, 1].
+
+    The 8x8 originals (grey levels 0-16) are upsampled bilinearly when size is 16.
+    """
+    if size not in SIZES:
+        raise ValueError(f"image size must be one of {SIZES}, got {size}")
+    from sklearn.datasets import load_digits
+
+    x = torch.as_tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2 - 1
+    if size != 8:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(-1, 1)
+    return x
+
+
+def _groups(channels: int) -> int:
+    return 8 if channels % 8 == 0 else 1
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv twice with the time embedding added in between:
+    (B, c_in, H, W), (B, emb) -> (B, c_out, H, W)."""
+
+    def __init__(self, c_in: int, c_out: int, emb: int):
+        super().__init__()
+        self.norm1, self.conv1 = nn.GroupNorm(_groups(c_in), c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.time = nn.Linear(emb, c_out)
+        self.norm2, self.conv2 = nn.GroupNorm(_groups(c_out), c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = h + self.time(emb)[:, :, None, None]
+        h = self.conv2(F.silu(self.norm2(h)))
+        return h + self.skip(x)
+
+
+class UNet(nn.Module):
+    """ε- (or x0-) prediction UNet: x_t (B, C, S, S), t (B,) in [0, 1] -> (B, C, S, S).
+
+    One residual block per resolution on the way down and two on the way up (the second
+    after concatenating the skip), resolutions halved len(channel_mults) - 1 times.
+    """
+
+    def __init__(self, channels: int = 1, base_channels: int = 32,
+                 channel_mults: Sequence[int] = (1, 2), time_dim: int = 64):
+        super().__init__()
+        widths = [base_channels * m for m in channel_mults]
+        emb = 2 * time_dim
+        self.time = nn.Sequential(TimeEmbedding(time_dim), mlp([time_dim, emb, emb]))
+        self.stem = nn.Conv2d(channels, widths[0], 3, padding=1)
+        self.down = nn.ModuleList()
+        self.pool = nn.ModuleList()
+        c = widths[0]
+        for i, w in enumerate(widths):
+            self.down.append(ResBlock(c, w, emb))
+            c = w
+            if i < len(widths) - 1:
+                self.pool.append(nn.Conv2d(c, c, 3, stride=2, padding=1))
+        self.mid = ResBlock(c, c, emb)
+        self.up = nn.ModuleList()
+        self.unpool = nn.ModuleList()
+        for i, w in reversed(list(enumerate(widths))):
+            self.up.append(ResBlock(c + w, w, emb))
+            c = w
+            if i > 0:
+                self.unpool.append(nn.Conv2d(c, widths[i - 1], 3, padding=1))
+                c = widths[i - 1]
+        self.out_norm = nn.GroupNorm(_groups(c), c)
+        self.out = nn.Conv2d(c, channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.time(t)
+        h = self.stem(x_t)
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if i < len(self.pool):
+                h = self.pool[i](h)
+        h = self.mid(h, emb)
+        for j, block in enumerate(self.up):
+            h = block(torch.cat([h, skips.pop()], dim=1), emb)
+            if j < len(self.unpool):
+                h = self.unpool[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        return self.out(F.silu(self.out_norm(h)))
+
+
+class ImageValueNet(nn.Module):
+    """Value network for image states: a strided conv net whose features are scaled and
+    shifted by the noise level (FiLM), pooled, then an MLP: (B, C, S, S), (B,) -> (B,)."""
+
+    def __init__(self, channels: int = 1, width: int = 32, time_dim: int = 32, hidden: int = 64):
+        super().__init__()
+        self.time = nn.Sequential(TimeEmbedding(time_dim), mlp([time_dim, hidden, 4 * width]))
+        self.conv1 = nn.Conv2d(channels, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.conv3 = nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1)
+        self.head = mlp([2 * width + time_dim, hidden, 1])
+        self.time_dim = time_dim
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        scale, shift = self.time(t)[:, :, None, None].chunk(2, dim=1)
+        h = F.silu(self.conv1(x_t))
+        h = F.silu(self.conv2(h) * (1 + scale) + shift)
+        h = F.silu(self.conv3(h)).mean(dim=(2, 3))
+        feats = self.time[0](t)
+        return self.head(torch.cat([h, feats], dim=-1)).squeeze(-1)
+
+
+def decode_images(x0: torch.Tensor, mask: torch.Tensor | None = None) -> list[np.ndarray]:
+    """(B, C, S, S) states -> B float64 arrays (S, S) (or (C, S, S) for C > 1) clipped to [-1, 1]."""
+    x = x0.detach().double().clamp(-1, 1).numpy()
+    return [img[0] if img.shape[0] == 1 else img for img in x]
+
+
+def images_array(designs: Sequence[Any]) -> np.ndarray:
+    """Designs (each (S, S) or (C, S, S)) stacked as (n, S, S) or (n, C, S, S) float32;
+    ValueError when they are not images of one shape."""
+    arrays = [np.asarray(d.detach().cpu().numpy() if isinstance(d, torch.Tensor) else d, dtype=np.float32)
+              for d in designs]
+    if not arrays:
+        raise ValueError("no designs to write")
+    shapes = {a.shape for a in arrays}
+    if len(shapes) != 1 or arrays[0].ndim not in (2, 3):
+        raise ValueError(f"designs must be images of one shape (S, S) or (C, S, S), got shapes {sorted(shapes)}")
+    return np.stack(arrays)
+
+
+def write_image_designs(designs: Sequence[Any], rewards: np.ndarray | None, out_stem: Path) -> list[Path]:
+    """Write <stem>.png (a grid of the first 64 designs, titled with the mean reward),
+    <stem>.npy (all designs, (n, S, S) float32 in [-1, 1]) and <stem>.csv (index, reward)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_stem = Path(out_stem)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    images = images_array(designs)
+    n = len(images)
+    if rewards is not None:
+        rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
+        if len(rewards) != n:
+            raise ValueError(f"{len(rewards)} rewards for {n} designs")
+    npy = out_stem.with_suffix(".npy")
+    np.save(npy, images)
+    csv_path = out_stem.with_suffix(".csv")
+    with csv_path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["index"] + ([] if rewards is None else ["reward"]))
+        for i in range(n):
+            writer.writerow([i] + ([] if rewards is None else [f"{rewards[i]:.6g}"]))
+    shown = min(n, GRID_MAX)
+    cols = int(np.ceil(np.sqrt(shown)))
+    rows = int(np.ceil(shown / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 0.8, rows * 0.8 + 0.5), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < shown:
+            img = images[i] if images.ndim == 3 else np.moveaxis(images[i], 0, -1)
+            img = (np.clip(img, -1, 1) + 1) / 2
+            ax.imshow(img, cmap="gray" if img.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    title = f"{out_stem.name}: {shown} of {n} designs"
+    if rewards is not None and np.isfinite(rewards).any():
+        title += f", mean reward {np.nanmean(rewards):.4g}"
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    png = out_stem.with_suffix(".png")
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return [png, npy, csv_path]
+
+
+def pixel_diversity(states: torch.Tensor, limit: int = 512) -> float:
+    """Mean pairwise RMS pixel distance between images (B, ...) (the first `limit`)."""
+    x = states[:limit].detach().double().clamp(-1, 1).flatten(1)
+    if len(x) < 2:
+        return float("nan")
+    d = torch.cdist(x, x) / np.sqrt(x.shape[1])
+    n = len(x)
+    return float(d.sum() / (n * (n - 1)))
+
+
+def train_denoiser(model: DiffusionModel, data: torch.Tensor, train: dict[str, Any],
+                   seed: int) -> dict[str, Any]:
+    """Fit model.denoiser to `data` (N, ...) with the process's training loss (Adam, cosine
+    learning-rate decay, an exponential moving average of the weights copied in at the end).
+
+    train: train_steps, batch_size, lr, ema (decay). Returns loss and timing figures.
+    """
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    params = [p for p in model.denoiser.parameters() if p.requires_grad]
+    optimiser = torch.optim.Adam(params, lr=train["lr"])
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=train["lr"], total_steps=train["train_steps"],
+                                                   pct_start=0.05)
+    ema = [p.detach().clone() for p in params]
+    decay = float(train["ema"])
+    started = time.perf_counter()
+    recent: list[float] = []
+    for step in range(train["train_steps"]):
+        idx = torch.randint(0, len(data), (train["batch_size"],), generator=generator)
+        loss = model.process.training_loss(model.denoiser, data[idx], None, generator)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        with torch.no_grad():
+            d = min(decay, (1 + step) / (10 + step))
+            for e, p in zip(ema, params):
+                e.mul_(d).add_(p.detach(), alpha=1 - d)
+        recent = (recent + [float(loss.detach())])[-200:]
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            p.copy_(e)
+    return {"train_seconds": round(time.perf_counter() - started, 1),
+            "final_loss": round(float(np.mean(recent)), 5)}
+
+
+def sample_quality(samples: torch.Tensor, data: torch.Tensor) -> dict[str, Any]:
+    """How digit-like samples (B, 1, S, S) are, against the training data (N, 1, S, S).
+
+    Uses the shipped digit classifier of vardbio_oracles.image: the mean top-class
+    probability and the share above 0.9 (for samples and for real digits), the class
+    histogram of samples, and the mean distance to the nearest training image beside the
+    same figure for held-apart real digits (memorisation check).
+    """
+    from vardbio_oracles.image import DigitProbability
+
+    clf = DigitProbability(0)
+
+    def probs(x: torch.Tensor) -> np.ndarray:
+        return np.stack([clf.probabilities(img) for img in decode_images(x)])
+
+    p_s, p_d = probs(samples), probs(data[: len(samples)])
+    s_flat, d_flat = samples.clamp(-1, 1).flatten(1), data.flatten(1)
+    rms = np.sqrt(d_flat.shape[1])
+    nn_sample = float(torch.cdist(s_flat, d_flat).min(1).values.mean() / rms)
+    half = len(d_flat) // 2
+    nn_real = float(torch.cdist(d_flat[:half], d_flat[half:]).min(1).values.mean() / rms)
+    return {
+        "classifier_confidence_samples": round(float(p_s.max(1).mean()), 4),
+        "classifier_confidence_data": round(float(p_d.max(1).mean()), 4),
+        "confident_fraction_samples": round(float((p_s.max(1) > 0.9).mean()), 4),
+        "confident_fraction_data": round(float((p_d.max(1) > 0.9).mean()), 4),
+        "class_histogram_samples": np.bincount(p_s.argmax(1), minlength=10).tolist(),
+        "nearest_train_rms_samples": round(nn_sample, 4),
+        "nearest_train_rms_real_halves": round(nn_real, 4),
+        "pixel_diversity_samples": round(pixel_diversity(samples), 4),
+        "pixel_diversity_data": round(pixel_diversity(data), 4),
+    }
+
+
+DEFAULTS = {"size": 8, "base_channels": 32, "channel_mults": [1, 2], "time_dim": 64,
+            "num_train_steps": 1000, "schedule": "linear", "prediction": "eps",
+            "sampling_steps": 20, "eta": 1.0}
+ARCHITECTURE = ("size", "base_channels", "channel_mults", "time_dim")
+PRETRAIN = {"train_steps": 4000, "batch_size": 128, "lr": 2e-3, "ema": 0.999, "eval_samples": 512}
+VALUE_HEAD = {"width": 32, "time_dim": 32, "hidden": 64}
+
+
+class ImagePlugin(ModelPlugin):
+    """Digits images: a UNet with Gaussian diffusion (DDIM(η) sampling, ε-prediction)."""
+
+    name = "image"
+
+    def options(self, options: dict[str, Any]) -> dict[str, Any]:
+        """Defaults filled in and validated (ValueError naming a bad key or value)."""
+        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
+        if unknown:
+            raise ValueError(f"unknown image model options {sorted(unknown)}; valid: {sorted({**DEFAULTS, **PRETRAIN})}")
+        merged = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+        if merged["size"] not in SIZES:
+            raise ValueError(f"image size must be one of {SIZES}, got {merged['size']}")
+        mults = list(merged["channel_mults"])
+        if not mults or any(int(m) != m or m < 1 for m in mults):
+            raise ValueError(f"channel_mults must be positive integers, got {mults}")
+        if merged["size"] % (2 ** (len(mults) - 1)):
+            raise ValueError(f"size {merged['size']} cannot be halved {len(mults) - 1} times")
+        if merged["base_channels"] < 1 or merged["time_dim"] < 2:
+            raise ValueError("base_channels must be >= 1 and time_dim >= 2")
+        merged["channel_mults"] = [int(m) for m in mults]
+        return merged
+
+    def build(self, options: dict[str, Any]) -> DiffusionModel:
+        opts = self.options(options)
+        process = GaussianProcess(GaussianProcessConfig(
+            num_train_steps=opts["num_train_steps"], schedule=opts["schedule"],
+            prediction=opts["prediction"], sampling_steps=opts["sampling_steps"], eta=opts["eta"]))
+        denoiser = UNet(1, opts["base_channels"], opts["channel_mults"], opts["time_dim"])
+        size = opts["size"]
+        return DiffusionModel(denoiser, process, lambda n, g: Layout((n, 1, size, size)), decode_images,
+                              spec={"plugin": self.name, "options": {k: opts[k] for k in ARCHITECTURE}})
+
+    def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
+        unknown = set(options) - set(VALUE_HEAD)
+        if unknown:
+            raise ValueError(f"unknown image value-head options {sorted(unknown)}; valid: {sorted(VALUE_HEAD)}")
+        return ValueHead(ImageValueNet(1, **{**VALUE_HEAD, **options}))
+
+    def default_checkpoint(self, options: dict[str, Any]) -> Path:
+        return WEIGHTS / f"image_digits{self.options(options)['size']}.pt"
+
+    def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
+        opts = self.options(options)
+        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        data = digits_dataset(opts["size"])
+        model = self.build(opts)
+        fit = train_denoiser(model, data, train, seed)
+        model.eval()
+        started = time.perf_counter()
+        samples = model.rollout(train["eval_samples"], torch.Generator().manual_seed(seed + 1)).final
+        metrics = {**fit, "sample_seconds": round(time.perf_counter() - started, 1),
+                   "parameters": sum(p.numel() for p in model.denoiser.parameters()),
+                   **sample_quality(samples, data[torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))]),
+                   "options": opts, "training": train, "seed": seed}
+        save_model(model, out_path, pretrain_metrics=metrics)
+        return metrics
+
+    def write_designs(self, designs, rewards, out_stem):
+        return write_image_designs(designs, rewards, out_stem)
+
+    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
+        """Pixel diversity (mean pairwise RMS distance) before and after fine-tuning."""
+        return {"pixel_diversity_initial": pixel_diversity(reference_samples),
+                "pixel_diversity_final": pixel_diversity(final_samples)}
+
+
+plugin = ImagePlugin()
