@@ -41,3 +41,24 @@ def test_campaign_then_sample_the_fine_tuned_model(tmp_path):
               "--out", samples, cwd=tmp_path)
     assert "12 designs" in out and "real oracle calls 12, cache hits 12" in out
     assert (samples / "designs.csv").read_text().count("\n") == 13
+
+
+def test_configs_readme_documents_every_key_and_preset():
+    """configs/README.md names every shipped preset and every key of every config schema."""
+    import dataclasses
+
+    from vardbio.algorithms import BestOfNConfig, DDPOConfig, VARDConfig
+    from vardbio.campaign.config import AccelerateSection, CampaignSection, ModelSection, RunConfig
+    from vardbio.reward import RewardTermConfig, RuntimeConfig
+    from vardbio.value.fitting import ValueFitConfig
+
+    configs = EXAMPLES.parent / "configs"
+    text = (configs / "README.md").read_text()
+    for group in ("campaign", "model"):
+        for preset in sorted((configs / group).glob("*.yaml")):
+            assert f"`{preset.stem}`" in text, f"{group}/{preset.name} is not documented"
+    for schema in (RunConfig, AccelerateSection, CampaignSection, ModelSection, RewardTermConfig,
+                   RuntimeConfig, VARDConfig, ValueFitConfig, DDPOConfig, BestOfNConfig):
+        for field in dataclasses.fields(schema):
+            named = (f"`{field.name}`", f".{field.name}`", f"`{field.name}.")
+            assert any(n in text for n in named), f"{schema.__name__}.{field.name} is not documented"
