@@ -137,3 +137,18 @@ def test_molecule_gallery_from_an_sdf(vard_run, tmp_path):
 def test_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "has no summary.json" in capsys.readouterr().err
+
+
+def test_quality_plot_pairs_initial_and_final_entries():
+    """Molecule-style (<name>_initial beside <name>) and image-style (<name>_final) entries."""
+    from vardbio.campaign.report import quality_figure
+
+    summary = {"valid_fraction_initial": 0.5, "valid_fraction": 0.75, "diversity_initial": 0.9,
+               "diversity": 0.8, "pixel_diversity_initial": 0.3, "pixel_diversity_final": 0.2,
+               "uniqueness_initial": 1.0}
+    fig = quality_figure(summary)
+    names = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert names == ["diversity", "pixel_diversity", "valid_fraction"]
+    bars = {gid: [p.get_height() for p in fig.axes[0].patches if p.get_gid() == gid]
+            for gid in ("quality_initial", "quality_final")}
+    assert bars == {"quality_initial": [0.9, 0.3, 0.5], "quality_final": [0.8, 0.2, 0.75]}

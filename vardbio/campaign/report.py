@@ -15,8 +15,8 @@ a report can be rebuilt at any time. Plots only show recorded numbers:
   times the K sampling steps: an estimate of the path KL) where recorded, and the final
   evaluation's `kl_to_reference`;
 - value R² per noise-level bucket (held-out chains of the value fit);
-- validity / diversity / uniqueness / novelty where the summary has <name>_initial and
-  <name>_final entries.
+- validity / diversity / uniqueness / novelty / stability where the summary has
+  <name>_initial with <name>_final (or <name>) entries.
 """
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ from vardbio.campaign.outputs import read_metrics_csv  # noqa: E402
 
 REPORT = "report.md"
 FIGURES = "report"
-QUALITY = re.compile(r"^(?P<name>\w*(validity|diversity|uniqueness|novelty)\w*)_(?P<when>initial|final)$")
+QUALITY = re.compile(r"^(?P<name>\w*(valid|diversity|uniqueness|novelty|stability)\w*)_initial$")
 MAX_MOLECULES = 12
 
 
@@ -151,14 +151,24 @@ def value_figure(summary: dict[str, Any], rows: list[dict[str, float]]) -> plt.F
     return fig
 
 
-def quality_figure(summary: dict[str, Any]) -> plt.Figure | None:
-    """Bars of <name>_initial and <name>_final for validity/diversity-like summary entries."""
+def quality_pairs(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """{name: {"initial", "final"}} for validity/diversity-like summary entries: <name>_initial
+    with <name>_final, or with <name> itself as the final value."""
     pairs: dict[str, dict[str, float]] = {}
     for key, value in summary.items():
         match = QUALITY.match(key)
-        if match and isinstance(value, (int, float)):
-            pairs.setdefault(match["name"], {})[match["when"]] = float(value)
-    pairs = {k: v for k, v in pairs.items() if len(v) == 2}
+        if not match or not isinstance(value, (int, float)):
+            continue
+        name = match["name"]
+        final = summary.get(f"{name}_final", summary.get(name))
+        if isinstance(final, (int, float)):
+            pairs[name] = {"initial": float(value), "final": float(final)}
+    return pairs
+
+
+def quality_figure(summary: dict[str, Any]) -> plt.Figure | None:
+    """Bars before and after for validity/diversity-like summary entries (quality_pairs)."""
+    pairs = quality_pairs(summary)
     if not pairs:
         return None
     names = sorted(pairs)

@@ -120,6 +120,8 @@ def run_campaign(config: RunConfig | Any,
     started = time.perf_counter()
     camp = Campaign.build(config, dist)
     dist = camp.dist
+    if config.torch_threads > 0:  # accelerate may have changed it for CPU processes
+        torch.set_num_threads(config.torch_threads)
     out = camp.out_dir
     if dist.is_main:
         (out / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(config)))
