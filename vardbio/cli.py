@@ -75,7 +75,8 @@ def _dispatch(command: str, cfg: DictConfig, overrides: Sequence[str]) -> int:
     if command == "run":
         from vardbio.campaign.runner import run_campaign
         summary = run_campaign(cfg)
-        _print_summary(summary)
+        if int(os.environ.get("RANK", "0")) == 0:  # once, under `accelerate launch`
+            _print_summary(summary)
     elif command == "bench":
         from vardbio.campaign.bench import run_bench
         result = run_bench(list(overrides))
