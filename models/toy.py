@@ -86,6 +86,8 @@ DATASETS: dict[str, GaussianMixture] = {
     "gaussian8": GaussianMixture(np.ones(1), np.linspace(-1, 1, 8)[None], _correlated_cov(8, 8)[None]),
     "mixture2": GaussianMixture(np.array([0.5, 0.5]), np.array([[-2.0, 0.0], [2.0, 0.0]]),
                                 np.stack([0.25 * np.eye(2)] * 2)),
+    "mixture2_skewed": GaussianMixture(np.array([0.9, 0.1]), np.array([[-2.0, 0.0], [2.0, 0.0]]),
+                                       np.stack([0.25 * np.eye(2)] * 2)),
 }
 
 

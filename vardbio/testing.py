@@ -50,7 +50,8 @@ def _check_step(model: DiffusionModel, x: torch.Tensor, k: int, mask, g: torch.G
     draw = dist.rsample(g)
     assert draw.shape == x.shape, f"a step maps {tuple(x.shape)} to {tuple(draw.shape)}"
     params = [p for p in model.denoiser.parameters() if p.requires_grad]
-    grads = torch.autograd.grad(draw.float().sum(), params, allow_unused=True)
+    weights = torch.randn(draw.shape, generator=g)  # a plain sum can cancel (one-hot draws sum to 1)
+    grads = torch.autograd.grad((draw.float() * weights).sum(), params, allow_unused=True)
     assert any(gr is not None and gr.abs().sum() > 0 for gr in grads), "rsample carries no gradient"
     assert torch.allclose(dist.kl(dist).detach(), torch.zeros(x.shape[0]), atol=1e-5), "KL(p||p) must be 0"
     # KL(p||q) = E_p[log p - log q]: Monte Carlo on the first chain repeated, q from a

@@ -1,11 +1,12 @@
 """Noise processes as pure math: schedules, forward noising, reverse-step distributions."""
 from vardbio.processes.base import DiffusionProcess
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
+from vardbio.processes.masked import CategoricalStep, MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.processes.projection import Projection
 from vardbio.processes.schedules import alphas_cumprod, sampling_times
 from vardbio.processes.steps import GaussianStep, StepDistribution
 
 __all__ = [
-    "DiffusionProcess", "GaussianProcess", "GaussianProcessConfig", "GaussianStep",
+    "CategoricalStep", "MaskedDiffusion", "MaskedDiffusionConfig", "DiffusionProcess", "GaussianProcess", "GaussianProcessConfig", "GaussianStep",
     "Projection", "StepDistribution", "alphas_cumprod", "sampling_times",
 ]
