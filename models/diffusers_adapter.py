@@ -255,7 +255,7 @@ class DiffusersPlugin(ModelPlugin):
 
     def load(self, options: dict[str, Any], checkpoint: str | Path | None = None) -> DiffusionModel:
         """With no checkpoint, a `pretrained` UNet directory supplies the weights."""
-        if checkpoint is None and self.options(options)["pretrained"] is not None:
+        if checkpoint is None and options.get("pretrained") is not None:
             return self.build(options)
         return super().load(options, checkpoint)
 
