@@ -162,3 +162,27 @@ def test_plugin_contract(make):
     missing = x.copy()
     missing[3, 0] = np.nan
     check_oracle_contract(make(), good, [missing, x[:, :3], "not a backbone"])
+
+
+def test_openmm_energy_extra():
+    try:
+        import openmm  # noqa: F401
+    except ImportError:
+        from vardbio_oracles.structure import OpenMMEnergy
+        with pytest.raises(ImportError, match=r"vardbio\[openmm\]"):
+            OpenMMEnergy()
+        return
+    from vardbio_oracles.structure import OpenMMEnergy
+
+    x = _chain("1i8nA")
+    o = OpenMMEnergy()
+    energy, pos, elements = o.energy(x)
+    heavy = np.array([e != "H" for e in elements])
+    # the given heavy atoms are not moved; only the added hydrogens relax
+    given = pos[heavy][: 4 * len(x)].reshape(len(x), 4, 3)
+    np.testing.assert_allclose(given, x, atol=1e-3)
+    noisy = x + np.random.default_rng(0).normal(0, 0.3, x.shape)
+    res = o.score([x, noisy, x[:, :3]])
+    assert res.values[0] == pytest.approx(energy, rel=1e-4)
+    assert res.values[1] > res.values[0] + 100  # a distorted backbone is strained
+    assert np.isnan(res.values[2]) and "missing backbone atoms" in res.reasons[2]
