@@ -102,7 +102,7 @@ def test_bench_writes_json_and_plot(tmp_path, capsys):
     (["run", "algorithm.betta=0.2"], "betta"),
     (["run", "algorithm.beta=0"], "beta > 0"),
     (["run", "+campaign.model.options.eta=0"], "eta > 0"),
-    (["run", "campaign.model.name=no_such_model"], "unknown model 'no_such_model'; available: toy"),
+    (["run", "campaign.model.name=no_such_model"], "unknown model 'no_such_model'; available: "),
     (["run", "campaign.reward.0.oracle=nope"], "unknown oracle 'nope'; available:"),
     (["sample", "checkpoint=/no/such/file.pt"], "checkpoint not found"),
 ])

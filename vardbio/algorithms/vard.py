@@ -129,7 +129,7 @@ class VARD(Algorithm):
             with torch.no_grad():
                 ref = ctx.reference.step(x_k, k, traj.mask)
             x_next = dist.rsample(ctx.generator)
-            t_next = torch.full((x_k.shape[0],), self.times[k + 1], dtype=x_k.dtype)
+            t_next = torch.full((x_k.shape[0],), self.times[k + 1], dtype=x_k.dtype, device=x_k.device)
             value = self.value_head(x_next, t_next, traj.mask)
             kl = dist.kl(ref)
             loss = (-value + cfg.beta * kl).mean() / len(steps)
