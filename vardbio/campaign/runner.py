@@ -42,10 +42,13 @@ class ResumeMismatchError(ValueError):
 
 
 def build_campaign_reward(camp: CampaignSection, ledger: OracleLedger, out_dir: Path,
-                          cache: bool = True) -> Reward:
+                          cache: bool = True, progress: bool = True) -> Reward:
     """The campaign's Reward, run by an OracleRuntime that records calls in `ledger`
-    (cache=False: no cache, for processes that never call oracles themselves)."""
+    (cache=False: no cache, for processes that never call oracles themselves;
+    progress=False: no progress bars for oracle batches)."""
     runtime = dataclasses.asdict(camp.oracle_runtime)
+    if not progress:
+        runtime["progress"] = None
     if runtime["cache"] is None and camp.oracle_cache:
         runtime["cache"] = str(out_dir / "oracle_cache.sqlite")
     if not camp.oracle_cache or not cache:
@@ -82,10 +85,11 @@ class Campaign:
         model.train()
         out_dir = Path(config.out_dir or f"runs/{camp.name}_{config.algorithm.get('name')}_s{config.seed}")
         out_dir.mkdir(parents=True, exist_ok=True)
-        reward = build_campaign_reward(camp, OracleLedger(camp.oracle_budget), out_dir, dist.is_main)
+        reward = build_campaign_reward(camp, OracleLedger(camp.oracle_budget), out_dir, dist.is_main,
+                                       config.progress)
         if dist.world_size > 1:
             reward = CollectiveReward(reward, dist)
-        eval_reward = build_campaign_reward(camp, OracleLedger(), out_dir, dist.is_main)
+        eval_reward = build_campaign_reward(camp, OracleLedger(), out_dir, dist.is_main, config.progress)
         generator = torch.Generator().manual_seed(dist.rank_seed(config.seed))
         head_options = dict(camp.model.value_head)
 
