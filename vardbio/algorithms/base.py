@@ -30,6 +30,10 @@ class Collective:
         """Every process's chains and (B,) rewards, joined in rank order, on every process."""
         return traj, rewards
 
+    def all_values(self, values: np.ndarray) -> np.ndarray:
+        """Every process's (B,) values joined in rank order, on every process."""
+        return values
+
     def broadcast_module(self, module: torch.nn.Module) -> None:
         """Copy process 0's parameters and buffers of `module` to every process."""
 

@@ -23,6 +23,7 @@ class DDPOConfig:
     clip_range: PPO ratio clip ε. inner_epochs: passes over each batch.
     steps_per_update: transitions trained per chain (sampled); 0 = all.
     adv_clip: advantages are clipped to [-adv_clip, adv_clip] after normalisation.
+    Designs whose reward is NaN get advantage 0 and are counted in n_nan.
     """
 
     batch_size: int = 64
@@ -57,12 +58,16 @@ class DDPO(Algorithm):
         model = ctx.model
         traj = model.rollout(ctx.collective.shard(cfg.batch_size), ctx.generator, keep_log_probs=True)
         rewards = score_trajectory(model, traj, ctx.reward).values
-        finite = ~np.isnan(rewards)
-        if finite.sum() < 2:
-            return {"reward_mean": float("nan"), "n_nan": int((~finite).sum()), "loss": float("nan")}
-        traj = traj.select(torch.as_tensor(np.flatnonzero(finite)))
-        r = torch.as_tensor(rewards[finite], dtype=torch.float32)
-        adv = ((r - r.mean()) / r.std().clamp(min=1e-8)).clamp(-cfg.adv_clip, cfg.adv_clip)
+        failed = np.isnan(rewards)
+        everyone = ctx.collective.all_values(rewards)  # the whole batch, across processes
+        finite = everyone[~np.isnan(everyone)]
+        if len(finite) < 2:
+            return {"reward_mean": float("nan"), "n_nan": int(failed.sum()), "loss": float("nan")}
+        # normalised over the whole batch; a design that failed gets advantage 0 (no update
+        # from it), so every process keeps its chains and takes part in each backward pass
+        normalised = (rewards - finite.mean()) / max(float(finite.std(ddof=1)), 1e-8)
+        adv = torch.as_tensor(np.where(failed, 0.0, normalised), dtype=torch.float32,
+                              device=traj.states.device).clamp(-cfg.adv_clip, cfg.adv_clip)
         steps = choose_steps(model.num_steps, cfg.steps_per_update, ctx.generator)
         loss_sum = clipped = 0.0
         for _ in range(cfg.inner_epochs):
@@ -78,7 +83,7 @@ class DDPO(Algorithm):
                 clipped += float(((ratio - 1).abs() > cfg.clip_range).float().mean()) / len(steps)
             torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), cfg.max_grad_norm)
             self.optimiser.step()
-        return {"reward_mean": float(r.mean()), "n_nan": int((~finite).sum()),
+        return {"reward_mean": float(finite.mean()), "n_nan": int(failed.sum()),
                 "loss": loss_sum / cfg.inner_epochs, "clip_fraction": clipped / cfg.inner_epochs}
 
     def state_dict(self) -> dict[str, Any]:

@@ -89,6 +89,9 @@ class Distributed(Collective):
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def all_values(self, values: np.ndarray) -> np.ndarray:
+        return np.concatenate(self.gather_objects(np.asarray(values)))
+
     def gather_scored(self, traj: Trajectory, rewards: np.ndarray) -> tuple[Trajectory, np.ndarray]:
         if self.world_size == 1:
             return traj, rewards
