@@ -433,7 +433,13 @@ class OpenMMEnergy(BackboneOracle):
             self._ff = app.ForceField("amber14-all.xml")
         ff = self._ff
         modeller = app.Modeller(top, [openmm.Vec3(*p) for p in positions] * unit.angstrom)
-        modeller.addHydrogens(ff)
+        import random
+        saved = random.getstate()  # addHydrogens starts hydrogens at random positions
+        random.seed(0)
+        try:
+            modeller.addHydrogens(ff)
+        finally:
+            random.setstate(saved)
         system = ff.createSystem(modeller.topology, nonbondedMethod=app.NoCutoff,
                                  constraints=None)
         if self.relax_hydrogens:
