@@ -17,8 +17,13 @@
    - "auto" (default): "process" for `oracle.cpu_heavy`, otherwise "inprocess";
 4. retries designs that failed in the runtime (crash, timeout) up to `retries` times; a
    NaN the oracle itself returned is a verdict on the design and is not retried;
-5. records real calls, cache hits and failures in the ledger, stores new scores with
-   their provenance in the cache, and shows a progress bar for long batches.
+5. records in the ledger the real calls (every design sent to the oracle, retries and
+   re-runs included), the cache hits (cached designs and duplicates within the batch) and
+   the failures (designs whose real call ended NaN); stores new scores with their
+   provenance in the cache; shows a progress bar for long batches.
+
+Every result carries `provenance` (oracle name, version, params, real calls, cache hits) and
+`from_cache` per design; the cache keeps name, version and params with every stored score.
 """
 from __future__ import annotations
 
