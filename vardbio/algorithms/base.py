@@ -1,9 +1,11 @@
 """The interface every fine-tuning algorithm implements, and what the campaign gives it."""
 from __future__ import annotations
 
+import contextlib
+
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -29,6 +31,12 @@ class Collective:
     def gather_scored(self, traj: Trajectory, rewards: np.ndarray) -> tuple[Trajectory, np.ndarray]:
         """Every process's chains and (B,) rewards, joined in rank order, on every process."""
         return traj, rewards
+
+    @contextlib.contextmanager
+    def accumulating(self, model: DiffusionModel, last: bool) -> Iterator[None]:
+        """Backward passes inside the block accumulate gradients locally; only the one with
+        `last` set synchronises them across processes (one exchange per update)."""
+        yield
 
     def all_values(self, values: np.ndarray) -> np.ndarray:
         """Every process's (B,) values joined in rank order, on every process."""

@@ -78,7 +78,8 @@ class DDPO(Algorithm):
                 unclipped = -adv * ratio
                 clipped_loss = -adv * ratio.clamp(1 - cfg.clip_range, 1 + cfg.clip_range)
                 loss = torch.maximum(unclipped, clipped_loss).mean() / len(steps)
-                loss.backward()
+                with ctx.collective.accumulating(model, last=k == steps[-1]):
+                    loss.backward()
                 loss_sum += float(loss.detach())
                 clipped += float(((ratio - 1).abs() > cfg.clip_range).float().mean()) / len(steps)
             torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), cfg.max_grad_norm)

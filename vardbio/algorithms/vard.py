@@ -133,7 +133,8 @@ class VARD(Algorithm):
             value = self.value_head(x_next, t_next, traj.mask)
             kl = dist.kl(ref)
             loss = (-value + cfg.beta * kl).mean() / len(steps)
-            loss.backward()
+            with ctx.collective.accumulating(model, last=k == steps[-1]):
+                loss.backward()
             value_sum += float(value.mean().detach())
             kl_sum += float(kl.mean().detach())
         grad_norm = torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), cfg.max_grad_norm)

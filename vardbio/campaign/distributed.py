@@ -89,6 +89,14 @@ class Distributed(Collective):
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    @contextlib.contextmanager
+    def accumulating(self, model: DiffusionModel, last: bool) -> Iterator[None]:
+        if last or self._wrapped is None or model.denoiser is not self._wrapped:
+            yield
+            return
+        with self.accelerator.no_sync(self._wrapped):
+            yield
+
     def all_values(self, values: np.ndarray) -> np.ndarray:
         return np.concatenate(self.gather_objects(np.asarray(values)))
 
