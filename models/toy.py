@@ -20,7 +20,7 @@ from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
-from vardbio.model.plugin import ModelPlugin
+from vardbio.model.plugin import ModelPlugin, split_options
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.reward.oracle import PerDesignOracle
@@ -114,10 +114,7 @@ class ToyPlugin(ModelPlugin):
     name = "toy"
 
     def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
-        if unknown:
-            raise ValueError(f"unknown toy model options {sorted(unknown)}; valid: {sorted({**DEFAULTS, **PRETRAIN})}")
-        merged = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+        merged, _ = split_options(self.name, options, DEFAULTS, PRETRAIN)
         if merged["dataset"] not in DATASETS:
             raise ValueError(f"unknown toy dataset '{merged['dataset']}'; available: {sorted(DATASETS)}")
         return merged
@@ -142,7 +139,7 @@ class ToyPlugin(ModelPlugin):
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
         opts = self.options(options)
-        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        _, train = split_options(self.name, options, DEFAULTS, PRETRAIN)
         dist = DATASETS[opts["dataset"]]
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)

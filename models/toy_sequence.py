@@ -20,7 +20,7 @@ from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
-from vardbio.model.plugin import ModelPlugin
+from vardbio.model.plugin import ModelPlugin, split_options
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.reward.oracle import OracleError, PerDesignOracle
@@ -72,10 +72,7 @@ class ToySequencePlugin(ModelPlugin):
     name = "toy_sequence"
 
     def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
-        if unknown:
-            raise ValueError(f"unknown toy_sequence options {sorted(unknown)}; valid: {sorted({**DEFAULTS, **PRETRAIN})}")
-        opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+        opts, _ = split_options(self.name, options, DEFAULTS, PRETRAIN)
         if not 2 <= opts["vocab"] <= len(ALPHABET):
             raise ValueError(f"vocab must be in [2, {len(ALPHABET)}], got {opts['vocab']}")
         return opts
@@ -105,7 +102,7 @@ class ToySequencePlugin(ModelPlugin):
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
         opts = self.options(options)
-        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        _, train = split_options(self.name, options, DEFAULTS, PRETRAIN)
         probs = position_probs(opts["length"], opts["vocab"], opts["data_seed"])
         rng = np.random.default_rng(seed)
         tokens = np.stack([rng.choice(opts["vocab"], size=train["train_samples"], p=p) for p in probs], 1)

@@ -66,3 +66,19 @@ class ModelPlugin(ABC):
         the algorithm has one.
         """
         return {}
+
+
+def split_options(plugin: str, options: dict[str, Any], architecture: dict[str, Any],
+                  training: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Fill a plugin's options in from its defaults: (architecture, training) settings.
+
+    architecture and training map every valid key to its default; an unknown key raises a
+    ValueError that names it and lists the valid ones.
+    """
+    unknown = sorted(set(options) - set(architecture) - set(training))
+    if unknown:
+        valid = sorted({**architecture, **training})
+        raise ValueError(f"unknown {plugin} model options {unknown}; valid: {valid}")
+    arch = {**architecture, **{k: v for k, v in options.items() if k in architecture}}
+    train = {**training, **{k: v for k, v in options.items() if k in training}}
+    return arch, train
