@@ -396,11 +396,105 @@ def _neutralise_sulfur_oxides(mol: Chem.RWMol) -> None:
             b.SetFormalCharge(0)
 
 
-def perceive(positions: np.ndarray, elements: Sequence[int], hcounts: Sequence[int]) -> tuple[Chem.Mol | None, str | None, list[bool]]:
+CONNECTIVITY = ("capped", "radii")
+COVALENT_FACTOR = 1.3  # a bond is possible below 1.3 × the sum of covalent radii (RDKit's default)
+
+
+CLASH_FACTOR = 0.7  # atoms closer than 0.7 × the sum of covalent radii (a triple bond is ~0.79)
+
+
+def _clash(mol: Chem.Mol, positions: np.ndarray) -> str | None:
+    """A reason if two heavy atoms are closer than any bond allows, else None."""
+    table = Chem.GetPeriodicTable()
+    radii = np.array([table.GetRcovalent(a.GetAtomicNum()) for a in mol.GetAtoms()])
+    dist = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    ratio = dist / (radii[:, None] + radii[None]) + 10.0 * np.eye(len(radii))
+    i, j = np.unravel_index(np.argmin(ratio), ratio.shape)
+    if ratio[i, j] < CLASH_FACTOR:
+        return f"clash: atoms {min(i, j)} and {max(i, j)} are {dist[i, j]:.2f} Å apart"
+    return None
+
+
+def capped_connectivity(mol: Chem.Mol, positions: np.ndarray) -> Chem.Mol:
+    """Single bonds between heavy atoms: candidate pairs closer than COVALENT_FACTOR × the sum
+    of their covalent radii, accepted shortest first (relative to the radii sum) while both
+    atoms have valence left after their hydrogens (C 4, N 3, O 2, S 4 neighbours, F Cl 1)."""
+    table = Chem.GetPeriodicTable()
+    atoms = list(mol.GetAtoms())
+    radii = np.array([table.GetRcovalent(a.GetAtomicNum()) for a in atoms])
+    left = [min(MAX_VALENCE[a.GetSymbol()], 4) - a.GetNumExplicitHs() for a in atoms]
+    dist = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+    ratio = dist / (radii[:, None] + radii[None])
+    i_idx, j_idx = np.triu_indices(len(atoms), 1)
+    order = np.argsort(ratio[i_idx, j_idx], kind="stable")
+    rw = Chem.RWMol(mol)
+    for k in order:
+        i, j = int(i_idx[k]), int(j_idx[k])
+        if ratio[i, j] >= COVALENT_FACTOR:
+            break
+        if left[i] > 0 and left[j] > 0:
+            rw.AddBond(i, j, Chem.BondType.SINGLE)
+            left[i] -= 1
+            left[j] -= 1
+    return rw.GetMol()
+
+
+def _heavy_atoms(positions: np.ndarray, elements: Sequence[int], hcounts: Sequence[int]) -> Chem.Mol:
+    """A bondless molecule of the heavy atoms with their hydrogen counts and 3D conformer."""
+    rw = Chem.RWMol()
+    conf = Chem.Conformer(len(elements))
+    for i, (e, h) in enumerate(zip(elements, hcounts)):
+        atom = Chem.Atom(ELEMENTS[int(e)])
+        atom.SetNoImplicit(True)
+        atom.SetNumExplicitHs(int(H_COUNTS[int(h)]) if int(h) < len(H_COUNTS) else int(h))
+        rw.AddAtom(atom)
+        conf.SetAtomPosition(i, positions[i].tolist())
+    rw.AddConformer(conf, assignId=True)
+    return rw.GetMol()
+
+
+def repair_hydrogens(positions: np.ndarray, elements: Sequence[int], hcounts: Sequence[int]) -> list[int]:
+    """Hydrogen counts made consistent with the perceived (capped) connectivity.
+
+    Each atom takes the smallest standard valence (C 4, N 3, O 2, F Cl 1, S 2/4/6) that its
+    heavy neighbours fit; predicted hydrogens beyond it are dropped; the valence left is
+    paired into double/triple bonds greedily (atoms with the fewest partners first, then the
+    shortest bond); what cannot be paired is filled with hydrogens. Returns counts per atom.
+    """
+    mol = capped_connectivity(_heavy_atoms(positions, elements, [0] * len(elements)), positions)
+    table = Chem.GetPeriodicTable()
+    atoms = list(mol.GetAtoms())
+    free, hyd = [], []
+    for a, h in zip(atoms, hcounts):
+        deg = a.GetDegree()
+        allowed = (2, 4, 6) if a.GetSymbol() == "S" else (MAX_VALENCE[a.GetSymbol()],)
+        v = next((x for x in allowed if x >= deg), allowed[-1])
+        hh = max(0, min(int(H_COUNTS[int(h)]), v - deg))
+        hyd.append(hh)
+        free.append(max(0, v - deg - hh))
+    radii = {a.GetIdx(): table.GetRcovalent(a.GetAtomicNum()) for a in atoms}
+    bonds = [(b.GetBeginAtomIdx(), b.GetEndAtomIdx()) for b in mol.GetBonds()]
+    length = {(i, j): float(np.linalg.norm(positions[i] - positions[j])) / (radii[i] + radii[j]) for i, j in bonds}
+    while True:
+        open_bonds = [(i, j) for i, j in bonds if free[i] > 0 and free[j] > 0]
+        if not open_bonds:
+            break
+        partners = {k: sum(k in b for b in open_bonds) for k in range(len(atoms))}
+        i, j = min(open_bonds, key=lambda b: (min(partners[b[0]], partners[b[1]]), length[b]))
+        free[i] -= 1
+        free[j] -= 1
+    return [h + f for h, f in zip(hyd, free)]
+
+
+def perceive(positions: np.ndarray, elements: Sequence[int], hcounts: Sequence[int],
+             connectivity: str = "capped") -> tuple[Chem.Mol | None, str | None, list[bool]]:
     """Bond perception of one molecule from heavy-atom 3D coordinates and hydrogen counts.
 
-    Hydrogens are placed in 3D, connectivity comes from covalent radii and bond orders from
-    rdDetermineBonds on the full molecule. Returns (molecule with explicit H or None,
+    Connectivity: 'capped' (the decoder's) takes bonds shortest first while the atoms have
+    valence left (capped_connectivity); 'radii' is rdDetermineBonds.DetermineConnectivity
+    (every pair within 1.3 × the covalent radii, as EDM-style distance rules do), which can
+    give an atom more neighbours than its valence. Hydrogens are then placed in 3D and bond
+    orders assigned by rdDetermineBonds.DetermineBondOrders on the molecule with hydrogens. Returns (molecule with explicit H or None,
     failure reason or None, per-heavy-atom stability). An atom is stable when it is neutral
     and closed-shell after bond-order perception; where perception could not run (an atom
     over its valence, or rdDetermineBonds failing), only atoms that single bonds and their
@@ -411,20 +505,19 @@ def perceive(positions: np.ndarray, elements: Sequence[int], hcounts: Sequence[i
         return None, "no atoms", []
     if not np.isfinite(positions).all():
         return None, "non-finite coordinates", [False] * n
-    rw = Chem.RWMol()
-    conf = Chem.Conformer(n)
-    for i, (e, h) in enumerate(zip(elements, hcounts)):
-        atom = Chem.Atom(ELEMENTS[int(e)])
-        atom.SetNoImplicit(True)
-        atom.SetNumExplicitHs(int(H_COUNTS[int(h)]))
-        rw.AddAtom(atom)
-        conf.SetAtomPosition(i, positions[i].tolist())
-    rw.AddConformer(conf, assignId=True)
-    mol = rw.GetMol()
-    try:
-        rdDetermineBonds.DetermineConnectivity(mol)
-    except Exception as err:  # noqa: BLE001 - RDKit raises several types
-        return None, f"connectivity perception failed: {err}", [False] * n
+    mol = _heavy_atoms(positions, elements, hcounts)
+    clash = _clash(mol, positions)
+    if clash:
+        return None, clash, [False] * n
+    if connectivity == "capped":
+        mol = capped_connectivity(mol, positions)
+    elif connectivity == "radii":
+        try:
+            rdDetermineBonds.DetermineConnectivity(mol)
+        except Exception as err:  # noqa: BLE001 - RDKit raises several types
+            return None, f"connectivity perception failed: {err}", [False] * n
+    else:
+        raise ValueError(f"unknown connectivity '{connectivity}'; expected one of {CONNECTIVITY}")
     # without bond orders, an atom is known to be stable only when single bonds saturate it
     saturated = [a.GetDegree() + a.GetNumExplicitHs() in SATURATED[a.GetSymbol()] for a in mol.GetAtoms()]
     over = [a.GetDegree() + a.GetNumExplicitHs() > MAX_VALENCE[a.GetSymbol()] for a in mol.GetAtoms()]
@@ -460,6 +553,7 @@ class Perceived:
     reason: str | None
     atom_stable: list[bool]
     sanitised: bool
+    repaired: bool = False
 
     @property
     def design(self) -> Any:
@@ -484,8 +578,23 @@ def state_parts(x0: torch.Tensor, mask: torch.Tensor | None) -> list[tuple[np.nd
     return out
 
 
-def perceive_state(positions, elements, hcounts) -> Perceived:
-    mol, reason, stable = perceive(positions, elements, hcounts)
+def perceive_state(positions, elements, hcounts, connectivity: str = "capped",
+                   repair: bool = False) -> Perceived:
+    """Perceive one sample; with `repair`, a sample that is not a valid molecule with its
+    predicted hydrogens is perceived again with repair_hydrogens' counts (atom stability is
+    always that of the predicted hydrogens)."""
+    found = _perceive_checked(positions, elements, hcounts, connectivity)
+    if (repair and found.reason is not None and connectivity == "capped" and np.isfinite(positions).all()
+            and not found.reason.startswith("clash")):
+        fixed = repair_hydrogens(positions, elements, hcounts)
+        second = _perceive_checked(positions, elements, fixed, connectivity)
+        if second.reason is None:
+            return Perceived(second.mol, None, found.atom_stable, True, repaired=True)
+    return found
+
+
+def _perceive_checked(positions, elements, hcounts, connectivity: str) -> Perceived:
+    mol, reason, stable = perceive(positions, elements, hcounts, connectivity)
     sanitised = mol is not None and (reason is None or not reason.startswith("sanitisation"))
     if reason is None:
         if len(Chem.GetMolFrags(mol)) > 1:
@@ -497,9 +606,19 @@ def perceive_state(positions, elements, hcounts) -> Perceived:
     return Perceived(mol, reason, stable, sanitised)
 
 
-def decode_molecules(x0: torch.Tensor, mask: torch.Tensor | None) -> list[Any]:
+def decode_molecules(x0: torch.Tensor, mask: torch.Tensor | None, repair: bool = False) -> list[Any]:
     """B designs from states (B, N, F): RDKit Mols (explicit H, 3D) or DecodeFailures."""
-    return [perceive_state(*parts).design for parts in state_parts(x0, mask)]
+    return [perceive_state(*parts, repair=repair).design for parts in state_parts(x0, mask)]
+
+
+class MoleculeDecoder:
+    """The model's decoder: decode_molecules with or without hydrogen repair."""
+
+    def __init__(self, repair: bool = False):
+        self.repair = bool(repair)
+
+    def __call__(self, x0: torch.Tensor, mask: torch.Tensor | None) -> list[Any]:
+        return decode_molecules(x0, mask, self.repair)
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -527,7 +646,8 @@ def diversity(mols: Sequence[Chem.Mol]) -> float:
 
 
 def sample_quality(states: torch.Tensor, mask: torch.Tensor | None,
-                   training_smiles: set[str] | None = None) -> dict[str, Any]:
+                   training_smiles: set[str] | None = None, connectivity: str = "capped",
+                   repair: bool = False) -> dict[str, Any]:
     """The standard 3D-generation metrics on decoded samples.
 
     atom_stability: fraction of heavy atoms that are stable (see `perceive`: neutral and
@@ -538,8 +658,14 @@ def sample_quality(states: torch.Tensor, mask: torch.Tensor | None,
     valid_fraction: fraction that are usable designs (sanitised, one fragment, stable);
     uniqueness: distinct canonical SMILES among the valid designs / valid designs;
     novelty: fraction of the distinct valid SMILES not in the training set.
+    connectivity: 'capped' (what the decoder does) or 'radii' (stricter: see `perceive`);
+    repair: decode as a model with repair_hydrogens does (validity, valid_fraction,
+        uniqueness, novelty and diversity then count repaired molecules; `repaired` is
+        their fraction of all samples). Atom and molecule stability always use the
+        predicted hydrogens.
     """
-    found = [perceive_state(*parts) for parts in state_parts(states, mask)]
+    found = [perceive_state(*parts, connectivity=connectivity, repair=repair)
+             for parts in state_parts(states, mask)]
     atoms = [s for p in found for s in p.atom_stable]
     valid = [p.mol for p in found if p.reason is None]
     smiles = [canonical(m) for m in valid]
@@ -548,11 +674,12 @@ def sample_quality(states: torch.Tensor, mask: torch.Tensor | None,
         "samples": len(found),
         "atom_stability": float(np.mean(atoms)) if atoms else float("nan"),
         "molecule_stability": float(np.mean([bool(p.atom_stable) and all(p.atom_stable) and p.mol is not None
-                                             for p in found])),
+                                             and not p.repaired for p in found])),
         "validity": float(np.mean([p.sanitised for p in found])),
         "valid_fraction": len(valid) / max(len(found), 1),
         "uniqueness": len(unique) / len(valid) if valid else float("nan"),
         "diversity": diversity(valid),
+        "repaired": float(np.mean([p.repaired for p in found])) if found else float("nan"),
     }
     if training_smiles is not None:
         out["novelty"] = len(unique - training_smiles) / len(unique) if unique else float("nan")
@@ -569,7 +696,7 @@ def sample_quality(states: torch.Tensor, mask: torch.Tensor | None,
 
 DEFAULTS = {"hidden": 64, "layers": 4, "max_atoms": 20, "num_train_steps": 1000, "schedule": "linear",
             "prediction": "eps", "sampling_steps": 50, "eta": 1.0,
-            "smiles_file": "molecules/moses_small.smi"}
+            "smiles_file": "molecules/moses_small.smi", "repair_hydrogens": False}
 ARCHITECTURE = ("hidden", "layers", "max_atoms", "num_train_steps", "schedule", "prediction")
 PRETRAIN = {"max_molecules": 10000, "batch_size": 64, "lr": 7e-4, "ema": 0.999,
             "train_minutes": 55.0, "max_train_steps": 1_000_000, "checkpoint_minutes": 5.0,
@@ -601,7 +728,7 @@ class MoleculePlugin(ModelPlugin):
         denoiser = EGNNDenoiser(opts["hidden"], opts["layers"])
         layout = AtomCountPrior(atom_count_histogram(opts["smiles_file"], opts["max_atoms"]))
         architecture = {k: opts[k] for k in ARCHITECTURE}
-        return DiffusionModel(denoiser, process, layout, decode_molecules,
+        return DiffusionModel(denoiser, process, layout, MoleculeDecoder(opts["repair_hydrogens"]),
                               spec={"plugin": self.name, "options": architecture})
 
     def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
@@ -726,8 +853,9 @@ class MoleculePlugin(ModelPlugin):
         reference model's), as defined in sample_quality."""
         extras: dict[str, Any] = {}
         for suffix, states in (("", final_samples), ("_initial", reference_samples)):
-            q = sample_quality(states, None)
-            for key in ("valid_fraction", "diversity", "uniqueness", "atom_stability", "molecule_stability"):
+            q = sample_quality(states, None, repair=model.decoder.repair)
+            for key in ("valid_fraction", "diversity", "uniqueness", "atom_stability", "molecule_stability",
+                        "repaired"):
                 extras[key + suffix] = q[key]
         return extras
 
@@ -753,7 +881,13 @@ def evaluate(checkpoint: str | Path | None = None, samples: int = 1000, batch: i
         states.append(traj.final)
         masks.append(traj.mask)
     sampling = time.perf_counter() - started
-    metrics = sample_quality(torch.cat(states), torch.cat(masks), _training_smiles(extra))
+    states_t, masks_t = torch.cat(states), torch.cat(masks)
+    training = _training_smiles(extra)
+    metrics = sample_quality(states_t, masks_t, training)
+    strict = sample_quality(states_t, masks_t, training, connectivity="radii")
+    metrics["radii_connectivity"] = {k: v for k, v in strict.items() if k != "failure_reasons"}
+    repaired = sample_quality(states_t, masks_t, training, repair=True)
+    metrics["with_hydrogen_repair"] = {k: v for k, v in repaired.items() if k != "failure_reasons"}
     metrics.update({"sampling_seconds": round(sampling, 1), "sampling_steps": model.num_steps,
                     "checkpoint": str(path), "seed": seed})
     return metrics

@@ -129,7 +129,8 @@ def test_training_molecules_score_as_stable_and_valid(dataset):
 
 def test_broken_sample_is_invalid_with_a_reason_and_scores_nan(dataset):
     x0 = dataset.states(torch.arange(2)).clone()
-    x0[0, :, :3] *= 0.3  # atoms squeezed together: impossible valences
+    g = torch.Generator().manual_seed(0)  # atoms scattered in a 1 Å ball: no sensible bonds
+    x0[0, :, :3] = 0.5 * torch.randn(x0.shape[1], 3, generator=g) * dataset.mask[0].unsqueeze(-1)
     x0[1, :, :3] *= 3.0  # atoms pulled apart: fragments / open shells
     designs = decode_molecules(x0, dataset.mask[:2])
     assert all(isinstance(d, DecodeFailure) and d.reason for d in designs), designs
@@ -165,7 +166,7 @@ def test_layout_samples_atom_counts_from_the_histogram(model, smiles_file):
 
 def test_write_designs_sdf_with_scores(dataset, tmp_path):
     x0 = dataset.states(torch.arange(3)).clone()
-    x0[2, :, :3] *= 0.3
+    x0[2, :, :3] *= 3.0  # atoms pulled apart: not a molecule
     designs = decode_molecules(x0, dataset.mask[:3])
     rewards = QEDOracle().score(designs).values
     files = plugin.write_designs(designs, rewards, tmp_path / "designs_final")
@@ -189,3 +190,21 @@ def test_summary_extras_report_validity_and_diversity(model, dataset):
 def test_unknown_options_are_named():
     with pytest.raises(ValueError, match="hiddn"):
         plugin.build({"hiddn": 3})
+
+
+def test_hydrogen_repair_is_optional_and_reported(dataset):
+    x0 = dataset.states(torch.arange(len(dataset))).clone()
+    h = slice(3 + len(mol_mod.ELEMENTS), None)
+    x0[0, :, h] = 0.0
+    x0[0, :, h.start] = mol_mod.FEATURE_SCALE  # every atom predicted with 0 hydrogens
+    x0[0] *= dataset.mask[0].unsqueeze(-1)
+    strict = decode_molecules(x0, dataset.mask)
+    repaired = decode_molecules(x0, dataset.mask, repair=True)
+    assert isinstance(strict[0], DecodeFailure) and isinstance(repaired[0], Chem.Mol)
+    assert [canonical(m) for m in repaired[1:]] == dataset.smiles[1:]
+    q = sample_quality(x0, dataset.mask, repair=True)
+    assert q["valid_fraction"] == 1.0 and q["repaired"] == pytest.approx(1 / len(SMILES))
+    assert q["molecule_stability"] == pytest.approx(1 - 1 / len(SMILES))
+    assert sample_quality(x0, dataset.mask)["valid_fraction"] == pytest.approx(1 - 1 / len(SMILES))
+    model = plugin.build({**TINY, "smiles_file": str(dataset.record["smiles_file"]), "repair_hydrogens": True})
+    assert isinstance(model.decode(x0, dataset.mask)[0], Chem.Mol)
