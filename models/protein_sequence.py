@@ -1,0 +1,386 @@
+"""Protein sequences: masked (absorbing-state) discrete diffusion over the 20 amino acids.
+
+State: one-hot floats (B, L, 21): channels 0..19 are the amino acids in ALPHABET order,
+channel 20 is the mask. A batch has one length L (the `length` option), so no padding mask
+is needed at sampling time; training uses crops of up to `max_length` residues with a
+padding mask. The denoiser is a small pre-norm transformer (learned positions, sinusoidal
+time features added to every token) that returns logits (B, L, 20) of p_θ(x_0 | x_t).
+
+Data: data/proteins/hg003687_crops.fasta, curated by scripts/build_protein_sequences.py
+from the predicted proteome in pyhmmer's test data (provenance in data/README.md).
+
+Designs are sequence strings; the campaign writes FASTA plus a CSV of scores. The summary
+adds the fraction predicted stable (instability index < 40), diversity, uniqueness, and the
+naturalness figure: the reference model's mean per-residue log-likelihood of the designs,
+log p_ref(x_i | x with every 8th position masked), averaged over the 8 offsets (a blocked
+pseudo-log-likelihood; higher is more natural; a uniform guess scores log(1/20) = -3.00).
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vardbio.model.checkpoint import save_model
+from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.plugin import ModelPlugin
+from vardbio.nn import TimeEmbedding, mlp
+from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
+from vardbio.value.heads import ValueHead
+
+WEIGHTS = Path(__file__).parent / "weights"
+ALPHABET = "ACDEFGHIKLMNPQRSTVWY"
+VOCAB = len(ALPHABET)
+INDEX = {c: i for i, c in enumerate(ALPHABET)}
+DATA_FILE = "proteins/hg003687_crops.fasta"
+STABLE_THRESHOLD = 40.0
+PLL_BLOCKS = 8
+
+
+def data_dir() -> Path:
+    """The project's data/ folder ($VARDBIO_DATA_DIR overrides it)."""
+    env = os.environ.get("VARDBIO_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+
+
+def read_crops(path: Path | None = None) -> dict[str, list[str]]:
+    """The curated crops by split: {"train": [...], "heldout": [...]}."""
+    path = path or data_dir() / DATA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"protein training data not found at {path}; rebuild it with "
+                                "scripts/build_protein_sequences.py or set VARDBIO_DATA_DIR")
+    splits: dict[str, list[str]] = {"train": [], "heldout": []}
+    split = None
+    for line in path.read_text().splitlines():
+        if line.startswith(">"):
+            split = "heldout" if "split=heldout" in line else "train"
+        elif line and not line.startswith(";"):
+            splits[split].append(line.strip())
+    return splits
+
+
+def encode(sequences: Sequence[str], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One-hot states (B, L, 21) and a (B, L) mask of real positions for sequences over
+    ALPHABET (upper case), padded to `length` (default: the longest).
+
+    Raises ValueError naming any letter outside the alphabet, an empty sequence, or one
+    longer than `length`."""
+    if isinstance(sequences, str):
+        raise ValueError("encode takes a list of sequences, not one string")
+    width = length if length is not None else max((len(s) for s in sequences), default=0)
+    idx = torch.zeros(len(sequences), width, dtype=torch.long)
+    mask = torch.zeros(len(sequences), width)
+    for b, seq in enumerate(sequences):
+        if not isinstance(seq, str) or not seq:
+            raise ValueError(f"sequence {b} is empty or not a string: {seq!r}")
+        bad = sorted(set(seq) - set(INDEX))
+        if bad:
+            raise ValueError(f"sequence {b} has letters {''.join(bad)!r} outside the amino-acid "
+                             f"alphabet {ALPHABET}")
+        if len(seq) > width:
+            raise ValueError(f"sequence {b} has {len(seq)} residues, more than {width}")
+        idx[b, : len(seq)] = torch.tensor([INDEX[c] for c in seq])
+        mask[b, : len(seq)] = 1.0
+    return F.one_hot(idx, VOCAB + 1).float() * mask[..., None], mask
+
+
+def decode_states(x0: torch.Tensor, mask: torch.Tensor | None = None) -> list[str]:
+    """Sequences from states (B, L, 21): the argmax amino acid of each real position; a
+    position still masked (never the case for a finished sample) decodes as 'X'."""
+    idx = x0.argmax(-1).tolist()
+    lengths = [x0.shape[1]] * x0.shape[0] if mask is None else mask.sum(1).long().tolist()
+    return ["".join(ALPHABET[i] if i < VOCAB else "X" for i in row[:n]) for row, n in zip(idx, lengths)]
+
+
+class SequenceTransformer(nn.Module):
+    """Pre-norm transformer denoiser: x_t (B, L, 21), t (B,), mask (B, L) or None -> logits (B, L, 20)."""
+
+    def __init__(self, max_length: int, width: int = 128, layers: int = 3, heads: int = 4,
+                 ff: int = 256, time_dim: int = 64):
+        super().__init__()
+        self.max_length = max_length
+        self.embed = nn.Linear(VOCAB + 1, width)
+        self.position = nn.Parameter(0.02 * torch.randn(max_length, width))
+        self.time = TimeEmbedding(time_dim)
+        self.time_proj = mlp([time_dim, width, width])
+        layer = nn.TransformerEncoderLayer(width, heads, ff, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, VOCAB)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        length = x_t.shape[1]
+        if length > self.max_length:
+            raise ValueError(f"sequences of {length} residues are longer than the model's "
+                             f"max_length {self.max_length}")
+        h = self.embed(x_t) + self.position[:length] + self.time_proj(self.time(t))[:, None]
+        pad = None if mask is None else mask == 0
+        h = self.encoder(h, src_key_padding_mask=pad)
+        return self.out(self.norm(h))
+
+
+class SequenceValueNet(nn.Module):
+    """Value network on (possibly relaxed) one-hot states: (B, L, 21), t (B,), mask -> (B,).
+
+    Residual 1-D convolutions (local residue context, as in dipeptide-based scores) with
+    the time features added to every layer, then a masked mean over positions and an MLP.
+    """
+
+    def __init__(self, hidden: int = 64, depth: int = 3, kernel: int = 3, time_dim: int = 32):
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"value-head kernel must be odd, got {kernel}")
+        self.embed = nn.Linear(VOCAB + 1, hidden)
+        self.time = TimeEmbedding(time_dim)
+        self.time_proj = nn.Linear(time_dim, hidden * depth)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(depth))
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(depth))
+        self.head = mlp([hidden + time_dim, hidden, 1])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        weights = torch.ones(x_t.shape[:2], dtype=x_t.dtype, device=x_t.device) if mask is None else mask.to(x_t.dtype)
+        tf = self.time(t)
+        shifts = self.time_proj(tf).chunk(len(self.convs), dim=-1)
+        h = self.embed(x_t) * weights[..., None]
+        for norm, conv, shift in zip(self.norms, self.convs, shifts):
+            u = F.gelu(norm(h) + shift[:, None]) * weights[..., None]  # padding reads as zeros
+            h = h + conv(u.transpose(1, 2)).transpose(1, 2) * weights[..., None]
+        pooled = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+        return self.head(torch.cat([pooled, tf], -1)).squeeze(-1)
+
+
+ARCH = {"max_length": 64, "width": 128, "layers": 3, "heads": 4, "ff": 256}
+DEFAULTS = {**ARCH, "length": 64, "min_length": 16, "sampling_steps": 32, "schedule": "linear",
+            "relax_temperature": 0.1}
+PRETRAIN = {"train_steps": 1600, "batch_size": 64, "lr": 1e-3, "warmup": 200,
+            "short_fraction": 0.25, "eval_samples": 256}
+
+
+class ProteinSequencePlugin(ModelPlugin):
+    """Protein sequences of `length` residues (min_length <= length <= max_length)."""
+
+    name = "protein_sequence"
+
+    def options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
+        if unknown:
+            raise ValueError(f"unknown protein_sequence options {sorted(unknown)}; "
+                             f"valid: {sorted({**DEFAULTS, **PRETRAIN})}")
+        opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+        if not opts["min_length"] <= opts["length"] <= opts["max_length"]:
+            raise ValueError(f"protein_sequence cannot make length {opts['length']}: it was trained on "
+                             f"{opts['min_length']} to {opts['max_length']} residues")
+        return opts
+
+    def build(self, options: dict[str, Any]) -> DiffusionModel:
+        opts = self.options(options)
+        process = MaskedDiffusion(MaskedDiffusionConfig(vocab_size=VOCAB, schedule=opts["schedule"],
+                                                        sampling_steps=opts["sampling_steps"],
+                                                        relax_temperature=opts["relax_temperature"]))
+        denoiser = SequenceTransformer(**{k: opts[k] for k in ARCH})
+        length = opts["length"]
+        spec_options = {k: opts[k] for k in (*ARCH, "min_length")}
+
+        def layout(n: int, generator: torch.Generator | None) -> Layout:
+            return Layout((n, length, VOCAB + 1))
+
+        return DiffusionModel(denoiser, process, layout, decode_states,
+                              spec={"plugin": self.name, "options": spec_options})
+
+    def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
+        return ValueHead(SequenceValueNet(**options))
+
+    def default_checkpoint(self, options: dict[str, Any]) -> Path:
+        return WEIGHTS / "protein_sequence.pt"
+
+    def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
+        opts = self.options(options)
+        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        splits = read_crops()
+        data = [s for s in splits["train"] if len(s) >= opts["min_length"]]
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        rng = np.random.default_rng(seed)
+        model = self.build(opts)
+        optimiser = torch.optim.AdamW(model.denoiser.parameters(), lr=train["lr"], weight_decay=0.01)
+        steps, warmup = int(train["train_steps"]), int(train["warmup"])
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        started, losses = time.perf_counter(), []
+        for step in range(steps):
+            batch = sample_windows(data, int(train["batch_size"]), opts["max_length"], opts["min_length"],
+                                   float(train["short_fraction"]), rng)
+            x0, mask = encode(batch, opts["max_length"])
+            loss = model.process.training_loss(model.denoiser, x0, mask, g)
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+        seconds = time.perf_counter() - started
+        model.eval()
+        heldout = [s[: opts["length"]] for s in splits["heldout"] if len(s) >= opts["length"]]
+        samples = []
+        for start in range(0, int(train["eval_samples"]), 128):
+            traj = model.rollout(min(128, int(train["eval_samples"]) - start), g)
+            samples += model.decode(traj.final)
+        natural = [s[: opts["length"]] for s in data if len(s) >= opts["length"]]
+        metrics = {
+            "final_loss_mean_last100": float(np.mean(losses[-100:])),
+            "heldout_masked_ce": heldout_masked_ce(model, heldout, seed),
+            "heldout_naturalness": float(np.mean(naturalness(model, heldout))),
+            "sample_naturalness": float(np.mean(naturalness(model, samples))),
+            "train_seconds": round(seconds, 1),
+            "n_train_sequences": len(data), "n_heldout_sequences": len(heldout),
+            "samples": sequence_statistics(samples, natural),
+            "options": opts, "training": train, "seed": seed,
+        }
+        save_model(model, out_path, pretrain_metrics=metrics)
+        return metrics
+
+    def write_designs(self, designs, rewards, out_stem):
+        """FASTA (`>design_<i> reward=<r>`) and a CSV: sequence, length, reward, instability index."""
+        from vardbio_oracles.protein import InstabilityIndex
+
+        out_stem.parent.mkdir(parents=True, exist_ok=True)
+        fasta, table = out_stem.with_suffix(".fasta"), out_stem.with_suffix(".csv")
+        ii = InstabilityIndex().score(list(designs))
+        with fasta.open("w") as fh:
+            for i, seq in enumerate(designs):
+                tag = "" if rewards is None else f" reward={rewards[i]:.6g}"
+                fh.write(f">design_{i}{tag}\n")
+                for start in range(0, len(seq), 60):
+                    fh.write(seq[start:start + 60] + "\n")
+        with table.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["id", "sequence", "length", "instability_index"] + ([] if rewards is None else ["reward"]))
+            for i, seq in enumerate(designs):
+                row = [f"design_{i}", seq, len(seq), f"{ii.values[i]:.4f}"]
+                writer.writerow(row + ([] if rewards is None else [f"{rewards[i]:.6g}"]))
+        return [fasta, table]
+
+    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
+        """stability_fraction (instability index < 40), instability_index_mean, diversity,
+        uniqueness and naturalness of the final designs, `_initial` for the reference's,
+        and naturalness_heldout_natural: the same figure for held-out natural crops."""
+        extras: dict[str, Any] = {}
+        for suffix, states in (("", final_samples), ("_initial", reference_samples)):
+            seqs = decode_states(states)
+            for key, value in sequence_statistics(seqs).items():
+                extras[key + suffix] = value
+            extras["naturalness" + suffix] = float(np.mean(naturalness(model, seqs[:256])))
+        try:
+            heldout = [s[: final_samples.shape[1]] for s in read_crops()["heldout"]
+                       if len(s) >= final_samples.shape[1]]
+            extras["naturalness_heldout_natural"] = float(np.mean(naturalness(model, heldout)))
+        except FileNotFoundError:
+            pass
+        return extras
+
+
+def sample_windows(data: Sequence[str], n: int, max_length: int, min_length: int,
+                   short_fraction: float, rng: np.random.Generator) -> list[str]:
+    """n random windows of up to max_length residues; a `short_fraction` of them are cut to
+    a uniform length in [min_length, max_length] so the model learns shorter chains."""
+    out = []
+    for i in rng.integers(0, len(data), n):
+        seq = data[i]
+        size = min(len(seq), max_length)
+        if rng.random() < short_fraction:
+            size = int(rng.integers(min_length, size + 1))
+        start = int(rng.integers(0, len(seq) - size + 1))
+        out.append(seq[start:start + size])
+    return out
+
+
+@torch.no_grad()
+def naturalness(model: DiffusionModel, sequences: Sequence[str], blocks: int = PLL_BLOCKS,
+                batch: int = 256) -> np.ndarray:
+    """Per-sequence mean per-residue log-likelihood under `model` (nats): every position is
+    masked once, together with the positions `blocks` apart from it, and scored by
+    log p(x_i | the unmasked rest) at the matching mask level t = 1/blocks. (n,) floats.
+
+    Raises ValueError for letters outside the alphabet (see encode)."""
+    if len(sequences) == 0:
+        return np.zeros(0)
+    x0, mask = encode(list(sequences))
+    n, length = mask.shape
+    total = torch.zeros(n)
+    for offset in range(blocks):
+        hide = torch.zeros(length)
+        hide[offset::blocks] = 1.0
+        hide = hide[None] * mask
+        x_t = x0 * (1 - hide[..., None])
+        x_t[..., VOCAB] += hide
+        t = torch.full((n,), 1.0 / blocks)
+        for start in range(0, n, batch):
+            sl = slice(start, start + batch)
+            logp = torch.log_softmax(model.denoiser(x_t[sl], t[sl], mask[sl]), -1)
+            chosen = (logp * x0[sl, :, :VOCAB]).sum(-1)
+            total[sl] += (chosen * hide[sl]).sum(1)
+    return (total / mask.sum(1)).numpy()
+
+
+@torch.no_grad()
+def heldout_masked_ce(model: DiffusionModel, sequences: Sequence[str], seed: int, repeats: int = 8) -> float:
+    """Mean masked-token cross-entropy (nats) of the denoiser on held-out sequences at
+    uniformly drawn mask levels (the training objective, on data it never saw)."""
+    g = torch.Generator().manual_seed(seed + 1)
+    x0, mask = encode(list(sequences))
+    return float(np.mean([float(model.process.training_loss(model.denoiser, x0, mask, g)) for _ in range(repeats)]))
+
+
+def sequence_statistics(sequences: Sequence[str], natural: Sequence[str] | None = None) -> dict[str, float]:
+    """stability_fraction (instability index < 40), instability_index_mean, diversity (mean
+    pairwise fraction of differing positions over up to 256 designs of equal length),
+    uniqueness (distinct fraction); with `natural`, the same index figures for it and the
+    total-variation distance between the two amino-acid compositions."""
+    from vardbio_oracles.protein import InstabilityIndex
+
+    oracle = InstabilityIndex()
+    ii = oracle.score(list(sequences)).values
+    finite = ii[np.isfinite(ii)]
+    stats = {"stability_fraction": float((finite < STABLE_THRESHOLD).mean()) if len(finite) else float("nan"),
+             "instability_index_mean": float(finite.mean()) if len(finite) else float("nan"),
+             "diversity": pairwise_diversity(sequences[:256]),
+             "uniqueness": len(set(sequences)) / max(len(sequences), 1)}
+    if natural is not None:
+        nat = oracle.score(list(natural)).values
+        stats["natural_stability_fraction"] = float((nat < STABLE_THRESHOLD).mean())
+        stats["natural_instability_index_mean"] = float(np.nanmean(nat))
+        stats["composition_tv_distance"] = float(0.5 * np.abs(composition(sequences) - composition(natural)).sum())
+    return stats
+
+
+def composition(sequences: Sequence[str]) -> np.ndarray:
+    """Amino-acid frequencies (20,) over all residues."""
+    counts = np.zeros(VOCAB)
+    for seq in sequences:
+        for c in seq:
+            counts[INDEX[c]] += 1
+    return counts / max(counts.sum(), 1)
+
+
+def pairwise_diversity(sequences: Sequence[str]) -> float:
+    """Mean fraction of differing positions over all pairs (sequences of one length)."""
+    if len(sequences) < 2:
+        return float("nan")
+    if len({len(s) for s in sequences}) > 1:
+        raise ValueError("pairwise_diversity compares sequences of one length")
+    idx = torch.tensor([[INDEX.get(c, VOCAB) for c in s] for s in sequences])
+    same = (idx[:, None, :] == idx[None, :, :]).float().mean(-1)
+    n = len(sequences)
+    return float(1 - (same.sum() - n) / (n * (n - 1)))
+
+
+plugin = ProteinSequencePlugin()
