@@ -1,0 +1,376 @@
+"""Protein backbones: E(3)-equivariant Gaussian diffusion over N, CA, C, O coordinates.
+
+State: (B, L, 12) floats per residue: the CA position divided by CA_SCALE (kept at zero
+centre of mass by the process, com_dims=3), then the N-CA, C-CA and O-CA offset vectors
+divided by OFFSET_SCALE (translation-free, so no centring). Rotating a backbone rotates
+all four 3-vectors of every residue; translating it moves only the CA block, which the
+zero-CoM projection removes. The denoiser is an EGNN (Satorras et al. 2021) extended to
+carry the three offset vectors per residue: messages use only invariants (distances,
+dot products of the offsets with the CA displacement, sequence separation), coordinates
+are updated along CA displacements and along the residue's own offsets, so the predicted
+clean backbone x̂_0 rotates and translates with the input (tested to 1e-4).
+
+Data: data/proteins/backbone_fragments.npz, 32-residue windows of real chains from
+MDAnalysisTests (scripts/build_protein_backbones.py; provenance in data/README.md).
+
+Designs are float (L, 4, 3) numpy arrays (N, CA, C, O in Å), the format of
+vardbio_oracles.structure; the campaign writes one PDB file per design (poly-glycine,
+chain A) and a CSV of scores.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vardbio.model.checkpoint import save_model
+from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.plugin import ModelPlugin
+from vardbio.nn import TimeEmbedding, mlp
+from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
+from vardbio.value.heads import ValueHead
+
+WEIGHTS = Path(__file__).parent / "weights"
+DATA_FILE = "proteins/backbone_fragments.npz"
+CA_SCALE = 6.0
+OFFSET_SCALE = 1.5
+ATOMS = ("N", "CA", "C", "O")
+# ideal backbone geometry (Engh & Huber 1991): bond lengths (Å) and angles (degrees)
+IDEAL_BONDS = {"N-CA": 1.458, "CA-C": 1.525, "C-O": 1.231, "C-N": 1.329}
+IDEAL_ANGLES = {"N-CA-C": 111.2, "CA-C-N": 116.2, "C-N-CA": 121.7}
+
+
+def data_dir() -> Path:
+    """The project's data/ folder ($VARDBIO_DATA_DIR overrides it)."""
+    env = os.environ.get("VARDBIO_DATA_DIR")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+
+
+def read_fragments(path: Path | None = None) -> np.ndarray:
+    """The curated fragments as float64 (n, L, 4, 3) in Å."""
+    path = path or data_dir() / DATA_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"backbone training data not found at {path}; rebuild it with "
+                                "scripts/build_protein_backbones.py or set VARDBIO_DATA_DIR")
+    with np.load(path) as blob:
+        return blob["coords"].astype(np.float64) / 100.0
+
+
+def encode_backbones(backbones: Sequence[np.ndarray] | np.ndarray) -> torch.Tensor:
+    """States (B, L, 12) from backbones (B, L, 4, 3) or a list of (L, 4, 3) arrays (Å).
+
+    Raises ValueError naming the problem: not four atoms per residue (missing atoms),
+    non-finite coordinates, or backbones of different lengths."""
+    arrays = [np.asarray(b, dtype=np.float64) for b in backbones]
+    for i, b in enumerate(arrays):
+        if b.ndim != 3 or b.shape[1:] != (4, 3):
+            raise ValueError(f"backbone {i} has shape {b.shape}; expected (L, 4, 3) with atoms "
+                             f"{', '.join(ATOMS)} (missing backbone atoms?)")
+        bad = np.flatnonzero(~np.isfinite(b).all(axis=(1, 2)))
+        if len(bad):
+            raise ValueError(f"backbone {i} has missing or non-finite atoms at residues {bad[:10].tolist()}")
+    if len({len(b) for b in arrays}) > 1:
+        raise ValueError("backbones in one batch must have one length")
+    x = torch.as_tensor(np.stack(arrays), dtype=torch.float32)
+    ca = x[:, :, 1]
+    ca = ca - ca.mean(1, keepdim=True)
+    offsets = (x[:, :, [0, 2, 3]] - x[:, :, 1:2]) / OFFSET_SCALE
+    return torch.cat([ca / CA_SCALE, offsets.flatten(2)], -1)
+
+
+def decode_states(x0: torch.Tensor, mask: torch.Tensor | None = None) -> list[np.ndarray]:
+    """(B, L, 12) states -> B float64 (L, 4, 3) arrays (N, CA, C, O in Å), real residues only."""
+    ca = x0[..., :3] * CA_SCALE
+    off = x0[..., 3:].reshape(*x0.shape[:2], 3, 3) * OFFSET_SCALE
+    atoms = torch.stack([ca + off[:, :, 0], ca, ca + off[:, :, 1], ca + off[:, :, 2]], 2)
+    lengths = [x0.shape[1]] * x0.shape[0] if mask is None else mask.sum(1).long().tolist()
+    return [a[:n].double().numpy() for a, n in zip(atoms, lengths)]
+
+
+def _invariants(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pairwise CA displacements r_ij = x_i - x_j (B, L, L, 3), and invariant edge features
+    (B, L, L, 7): |r_ij|² and the dot products of both residues' offsets with r_ij."""
+    r = x[:, :, None] - x[:, None, :]
+    d2 = (r * r).sum(-1, keepdim=True)
+    own = torch.einsum("bijc,biac->bija", r, v)
+    other = torch.einsum("bijc,bjac->bija", r, v)
+    return r, d2, torch.cat([d2, own, other], -1)
+
+
+class EquivariantLayer(nn.Module):
+    """One EGNN layer on residues with a CA position x (B, L, 3) and offsets v (B, L, 3, 3)."""
+
+    def __init__(self, hidden: int, edge_dim: int, update_coords: bool = True):
+        super().__init__()
+        # first edge layer split by input (W_i h_i + W_j h_j + W_e e_ij): no (B, L, L, 2H) concat
+        self.edge_i = nn.Linear(hidden, hidden)
+        self.edge_j = nn.Linear(hidden, hidden, bias=False)
+        self.edge_e = nn.Linear(7 + edge_dim, hidden, bias=False)
+        self.edge_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden))
+        self.node = mlp([2 * hidden + 6, hidden, hidden])
+        self.update_coords = update_coords
+        if update_coords:
+            self.coord = mlp([hidden, hidden, 1 + 3])  # weight on r_ij for x and each offset
+            self.mix = nn.Linear(hidden, 9)  # offsets mixed among themselves, per residue
+            nn.init.zeros_(self.mix.weight)
+            nn.init.zeros_(self.mix.bias)
+
+    def forward(self, h, x, v, edge_attr, edge_mask):
+        r, d2, inv = _invariants(x, v)
+        pre = self.edge_i(h)[:, :, None] + self.edge_j(h)[:, None] + self.edge_e(torch.cat([inv, edge_attr], -1))
+        m = self.edge_out(pre) * edge_mask[..., None]
+        degree = edge_mask.sum(2, keepdim=True).clamp(min=1)
+        gram = torch.einsum("biac,bidc->biad", v, v)[:, :, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+        h = h + self.node(torch.cat([h, m.sum(2) / degree, gram], -1))
+        if self.update_coords:
+            w = self.coord(m) * edge_mask[..., None]  # (B, L, L, 4)
+            unit = r / ((d2 + 1e-8).sqrt() + 1.0)  # eps: finite gradient at i = j
+            x = x + torch.einsum("bijc,bij->bic", unit, w[..., 0]) / degree
+            v = v + torch.einsum("bijc,bija->biac", unit, w[..., 1:]) / degree[..., None]
+            mix = self.mix(h).view(*h.shape[:2], 3, 3)
+            v = v + torch.einsum("biad,bidc->biac", mix, v)
+        return h, x, v
+
+
+class BackboneEGNN(nn.Module):
+    """Equivariant x0-predictor: x_t (B, L, 12), t (B,), mask (B, L) -> x̂_0 (B, L, 12)
+    (the input coordinates moved by the layers: equivariant to rotations, and to
+    translations in the CA block)."""
+
+    def __init__(self, max_length: int, hidden: int = 64, layers: int = 4, max_separation: int = 8,
+                 time_dim: int = 32, update_coords: bool = True):
+        super().__init__()
+        self.max_length, self.max_separation = max_length, max_separation
+        self.position = nn.Embedding(max_length, hidden)
+        self.separation = nn.Embedding(2 * max_separation + 2, 16)
+        self.time = TimeEmbedding(time_dim)
+        self.h_in = mlp([hidden + time_dim + 6, hidden, hidden])
+        self.layers = nn.ModuleList(EquivariantLayer(hidden, 16, update_coords) for _ in range(layers))
+
+    def features(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None):
+        batch, length = x_t.shape[:2]
+        if length > self.max_length:
+            raise ValueError(f"backbones of {length} residues are longer than the model's max_length {self.max_length}")
+        mask = torch.ones(batch, length, dtype=x_t.dtype, device=x_t.device) if mask is None else mask.to(x_t.dtype)
+        x = x_t[..., :3]
+        v = x_t[..., 3:].reshape(batch, length, 3, 3)
+        idx = torch.arange(length, device=x_t.device)
+        sep = (idx[None, :] - idx[:, None]).clamp(-self.max_separation, self.max_separation) + self.max_separation
+        far = (idx[None, :] - idx[:, None]).abs() > self.max_separation
+        sep = torch.where(far, torch.full_like(sep, 2 * self.max_separation + 1), sep)
+        edge_attr = self.separation(sep)[None].expand(batch, -1, -1, -1)
+        edge_mask = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(length, device=x_t.device))
+        gram = torch.einsum("biac,bidc->biad", v, v)[:, :, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+        tf = self.time(t)[:, None].expand(-1, length, -1)
+        h = self.h_in(torch.cat([self.position(idx)[None].expand(batch, -1, -1), tf, gram], -1))
+        return h, x, v, edge_attr, edge_mask, mask
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h, x, v, edge_attr, edge_mask, mask = self.features(x_t, t, mask)
+        for layer in self.layers:
+            h, x, v = layer(h, x, v, edge_attr, edge_mask)
+        return torch.cat([x, v.flatten(2)], -1) * mask[..., None]
+
+
+class BackboneValueNet(nn.Module):
+    """Invariant value network: (B, L, 12), t (B,), mask -> (B,). Invariant message passing
+    (no coordinate updates) and a masked mean over residues."""
+
+    def __init__(self, hidden: int = 32, layers: int = 2, max_length: int = 64, time_dim: int = 32):
+        super().__init__()
+        self.body = BackboneEGNN(max_length, hidden, layers, time_dim=time_dim, update_coords=False)
+        self.head = mlp([hidden + time_dim, hidden, 1])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h, x, v, edge_attr, edge_mask, mask = self.body.features(x_t, t, mask)
+        for layer in self.body.layers:
+            h, _, _ = layer(h, x, v, edge_attr, edge_mask)
+        pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        return self.head(torch.cat([pooled, self.body.time(t)], -1)).squeeze(-1)
+
+
+ARCH = {"max_length": 32, "hidden": 64, "layers": 3, "max_separation": 8}
+DEFAULTS = {**ARCH, "length": 32, "min_length": 32, "sampling_steps": 50, "num_train_steps": 1000,
+            "schedule": "cosine", "eta": 1.0}
+PRETRAIN = {"train_steps": 2000, "batch_size": 16, "lr": 1e-3, "warmup": 100, "eval_samples": 64}
+
+
+class ProteinBackbonePlugin(ModelPlugin):
+    """Backbones of `length` residues (min_length <= length <= max_length)."""
+
+    name = "protein_backbone"
+
+    def options(self, options: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
+        if unknown:
+            raise ValueError(f"unknown protein_backbone options {sorted(unknown)}; "
+                             f"valid: {sorted({**DEFAULTS, **PRETRAIN})}")
+        opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+        if not opts["min_length"] <= opts["length"] <= opts["max_length"]:
+            raise ValueError(f"protein_backbone cannot make length {opts['length']}: it was trained on "
+                             f"{opts['min_length']} to {opts['max_length']} residues")
+        return opts
+
+    def build(self, options: dict[str, Any]) -> DiffusionModel:
+        opts = self.options(options)
+        process = GaussianProcess(GaussianProcessConfig(
+            num_train_steps=opts["num_train_steps"], schedule=opts["schedule"], prediction="x0",
+            sampling_steps=opts["sampling_steps"], eta=opts["eta"], com_dims=3))
+        denoiser = BackboneEGNN(**{k: opts[k] for k in ARCH})
+        length = opts["length"]
+
+        def layout(n: int, generator: torch.Generator | None) -> Layout:
+            return Layout((n, length, 12), torch.ones(n, length))
+
+        return DiffusionModel(denoiser, process, layout, decode_states,
+                              spec={"plugin": self.name, "options": {k: opts[k] for k in (*ARCH, "min_length")}})
+
+    def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
+        return ValueHead(BackboneValueNet(max_length=model.spec["options"]["max_length"], **options))
+
+    def default_checkpoint(self, options: dict[str, Any]) -> Path:
+        return WEIGHTS / "protein_backbone.pt"
+
+    def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
+        opts = self.options(options)
+        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        frags = read_fragments()
+        if frags.shape[1] < opts["max_length"]:
+            raise ValueError(f"fragments have {frags.shape[1]} residues, fewer than max_length {opts['max_length']}")
+        frags = frags[:, : opts["max_length"]]
+        data = encode_backbones(frags)
+        torch.manual_seed(seed)
+        g = torch.Generator().manual_seed(seed)
+        model = self.build(opts)
+        optimiser = torch.optim.AdamW(model.denoiser.parameters(), lr=train["lr"], weight_decay=0.0)
+        steps, warmup = int(train["train_steps"]), int(train["warmup"])
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        mask = torch.ones(int(train["batch_size"]), opts["max_length"])
+        started, losses = time.perf_counter(), []
+        for _ in range(steps):
+            idx = torch.randint(0, len(data), (int(train["batch_size"]),), generator=g)
+            x0 = random_rotation(data[idx], g)
+            loss = model.process.training_loss(model.denoiser, x0, mask, g)
+            optimiser.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
+            optimiser.step()
+            schedule.step()
+            losses.append(float(loss.detach()))
+        seconds = time.perf_counter() - started
+        model.eval()
+        samples = []
+        for start in range(0, int(train["eval_samples"]), 32):
+            traj = model.rollout(min(32, int(train["eval_samples"]) - start), g)
+            samples += model.decode(traj.final, traj.mask)
+        metrics = {"final_loss_mean_last100": float(np.mean(losses[-100:])), "train_seconds": round(seconds, 1),
+                   "n_fragments": len(frags), "samples": geometry_report(samples),
+                   "data": geometry_report(list(frags[:: max(1, len(frags) // 256)])),
+                   "options": opts, "training": train, "seed": seed}
+        save_model(model, out_path, pretrain_metrics=metrics)
+        return metrics
+
+    def write_designs(self, designs, rewards, out_stem):
+        """One PDB file per design under <stem>_pdb/ (poly-glycine N, CA, C, O, chain A) and a
+        CSV: file, length, reward, helix and sheet fractions, CA clashes, chain breaks."""
+        from vardbio_oracles.structure import CAClashes, ChainBreaks, SecondaryStructure
+
+        folder = out_stem.parent / f"{out_stem.name}_pdb"
+        folder.mkdir(parents=True, exist_ok=True)
+        helix = SecondaryStructure("helix").score(list(designs)).values
+        sheet = SecondaryStructure("strand").score(list(designs)).values
+        clashes = CAClashes().score(list(designs)).values
+        breaks = ChainBreaks().score(list(designs)).values
+        table = out_stem.with_suffix(".csv")
+        with table.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["file", "length", "helix_fraction", "sheet_fraction", "ca_clashes", "chain_breaks"]
+                            + ([] if rewards is None else ["reward"]))
+            for i, bb in enumerate(designs):
+                path = folder / f"design_{i:04d}.pdb"
+                path.write_text(to_pdb(bb, remark=None if rewards is None else f"reward {rewards[i]:.6g}"))
+                row = [path.name, len(bb), f"{helix[i]:.4f}", f"{sheet[i]:.4f}", f"{clashes[i]:.0f}", f"{breaks[i]:.0f}"]
+                writer.writerow(row + ([] if rewards is None else [f"{rewards[i]:.6g}"]))
+        return [table, *sorted(folder.glob("design_*.pdb"))]
+
+    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
+        """Geometry of the final designs (and `_initial` of the reference's): helix and sheet
+        fractions, CA clashes, chain breaks, CA-CA distance, bond-length and angle
+        deviations from ideal, and diversity (mean pairwise CA RMSD, Å, over up to 64)."""
+        extras: dict[str, Any] = {}
+        for suffix, states in (("", final_samples), ("_initial", reference_samples)):
+            for key, value in geometry_report(decode_states(states)).items():
+                extras[key + suffix] = value
+        return extras
+
+
+def random_rotation(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Each (L, 12) state in the batch rotated by its own uniform random rotation."""
+    q = torch.linalg.qr(torch.randn(x.shape[0], 3, 3, generator=generator)).Q
+    q = q * torch.sign(torch.linalg.det(q))[:, None, None]
+    vecs = x.reshape(*x.shape[:2], 4, 3)
+    return torch.einsum("bij,blaj->blai", q, vecs).reshape(x.shape)
+
+
+def to_pdb(backbone: np.ndarray, remark: str | None = None) -> str:
+    """PDB text of a (L, 4, 3) backbone as poly-glycine chain A (N, CA, C, O per residue)."""
+    lines = [f"REMARK   1 {remark}"] if remark else []
+    serial = 1
+    for i, residue in enumerate(np.asarray(backbone)):
+        for name, (x, y, z) in zip(ATOMS, residue):
+            element = name[0]
+            lines.append(f"ATOM  {serial:5d}  {name:<3s} GLY A{i + 1:4d}    {x:8.3f}{y:8.3f}{z:8.3f}  1.00  0.00"
+                         f"          {element:>2s}")
+            serial += 1
+    lines += [f"TER   {serial:5d}      GLY A{len(backbone):4d}", "END", ""]
+    return "\n".join(lines)
+
+
+def _angle(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    u, w = a - b, c - b
+    cos = (u * w).sum(-1) / (np.linalg.norm(u, axis=-1) * np.linalg.norm(w, axis=-1))
+    return np.degrees(np.arccos(np.clip(cos, -1, 1)))
+
+
+def geometry(backbone: np.ndarray) -> dict[str, float]:
+    """Per-backbone geometry: mean |bond length - ideal| (Å) and |angle - ideal| (degrees),
+    CA-CA distances of consecutive residues (mean and standard deviation, Å)."""
+    n, ca, c, o = (backbone[:, i] for i in range(4))
+    bonds = [np.linalg.norm(ca - n, axis=-1) - IDEAL_BONDS["N-CA"], np.linalg.norm(c - ca, axis=-1) - IDEAL_BONDS["CA-C"],
+             np.linalg.norm(o - c, axis=-1) - IDEAL_BONDS["C-O"], np.linalg.norm(n[1:] - c[:-1], axis=-1) - IDEAL_BONDS["C-N"]]
+    angles = [_angle(n, ca, c) - IDEAL_ANGLES["N-CA-C"], _angle(ca[:-1], c[:-1], n[1:]) - IDEAL_ANGLES["CA-C-N"],
+              _angle(c[:-1], n[1:], ca[1:]) - IDEAL_ANGLES["C-N-CA"]]
+    caca = np.linalg.norm(ca[1:] - ca[:-1], axis=-1)
+    return {"bond_deviation": float(np.mean(np.abs(np.concatenate(bonds)))),
+            "angle_deviation": float(np.mean(np.abs(np.concatenate(angles)))),
+            "ca_ca_mean": float(caca.mean()), "ca_ca_std": float(caca.std())}
+
+
+def geometry_report(backbones: Sequence[np.ndarray]) -> dict[str, float]:
+    """Means over a set of backbones: DSSP helix and sheet fractions, CA clashes, chain
+    breaks, the `geometry` figures, and diversity (mean pairwise CA RMSD over up to 64)."""
+    from vardbio_oracles.structure import CAClashes, ChainBreaks, SecondaryStructure, superposed_rmsd
+
+    designs = list(backbones)
+    report = {"helix_fraction": float(np.nanmean(SecondaryStructure("helix").score(designs).values)),
+              "sheet_fraction": float(np.nanmean(SecondaryStructure("strand").score(designs).values)),
+              "ca_clashes": float(np.nanmean(CAClashes().score(designs).values)),
+              "chain_breaks": float(np.nanmean(ChainBreaks().score(designs).values))}
+    per = [geometry(b) for b in designs]
+    for key in per[0]:
+        report[key] = float(np.mean([p[key] for p in per]))
+    subset = [b[:, 1] for b in designs[:64]]
+    rmsds = [superposed_rmsd(subset[i], subset[j]) for i in range(len(subset)) for j in range(i + 1, len(subset))]
+    report["diversity"] = float(np.mean(rmsds)) if rmsds else float("nan")
+    return report
+
+
+plugin = ProteinBackbonePlugin()

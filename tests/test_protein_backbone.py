@@ -1,0 +1,121 @@
+"""The protein-backbone plugin: contract, equivariance and invariance to 1e-4, encoding and
+bad input, PDB output, geometry figures."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vardbio import registry
+from vardbio.testing import check_model_contract
+from vardbio_models import protein_backbone as pb
+
+TINY = {"max_length": 12, "length": 10, "min_length": 4, "hidden": 16, "layers": 2, "sampling_steps": 5,
+        "num_train_steps": 100}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+def _rotation(seed: int) -> torch.Tensor:
+    q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed))).Q
+    return q * torch.sign(torch.linalg.det(q))
+
+
+def _transform(x: torch.Tensor, rot: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate all four 3-vectors of every residue; translate the CA block."""
+    vecs = x.reshape(*x.shape[:2], 4, 3) @ rot.T
+    vecs[:, :, 0] += shift
+    return vecs.reshape(x.shape)
+
+
+def _fragments(n: int = 3, length: int = 10) -> torch.Tensor:
+    return pb.encode_backbones(pb.read_fragments()[:n, :length])
+
+
+def test_registered_under_its_entry_point():
+    assert registry.load("model", "protein_backbone") is pb.plugin
+
+
+def test_model_contract_on_a_tiny_model():
+    model = check_model_contract(pb.plugin, TINY)
+    designs = model.decode(model.rollout(2, torch.Generator().manual_seed(0)).final)
+    assert all(d.shape == (10, 4, 3) and np.isfinite(d).all() for d in designs)
+
+
+def test_denoiser_is_rotation_and_translation_equivariant():
+    torch.manual_seed(0)
+    model = pb.plugin.build(TINY)
+    x = _fragments() + 0.3 * torch.randn(3, 10, 12)
+    t = torch.tensor([0.1, 0.5, 0.9])
+    rot, shift = _rotation(1), torch.tensor([4.0, -2.0, 7.0]) / pb.CA_SCALE
+    with torch.no_grad():
+        out = model.denoiser(x, t, None)
+        moved = model.denoiser(_transform(x, rot, shift), t, None)
+    assert (out - x).abs().max() > 1e-2, "the denoiser must do something"
+    assert torch.allclose(moved, _transform(out, rot, shift), atol=1e-4)
+    # a whole reverse step's mean commutes with rotations (its noise is isotropic)
+    mask = torch.ones(3, 10)
+    centred = model.process.projection(mask)(x)
+    with torch.no_grad():
+        mean = model.step(centred, 2, mask).mean
+        mean_rot = model.step(_transform(centred, rot, torch.zeros(3)), 2, mask).mean
+    assert torch.allclose(mean_rot, _transform(mean, rot, torch.zeros(3)), atol=1e-4)
+
+
+def test_value_head_is_rotation_and_translation_invariant():
+    torch.manual_seed(0)
+    head = pb.plugin.value_head(pb.plugin.build(TINY), {"hidden": 16, "layers": 2})
+    x = _fragments() + 0.3 * torch.randn(3, 10, 12)
+    t = torch.tensor([0.2, 0.6, 1.0])
+    with torch.no_grad():
+        v = head(x, t, None)
+        v_moved = head(_transform(x, _rotation(2), torch.tensor([1.0, 2.0, -3.0])), t, None)
+    assert v.shape == (3,) and v.abs().max() > 0
+    assert torch.allclose(v, v_moved, atol=1e-4)
+
+
+def test_encode_decode_round_trip():
+    frags = pb.read_fragments()[:3, :10]
+    back = pb.decode_states(pb.encode_backbones(frags))
+    for a, b in zip(frags, back):
+        assert np.abs((a - a[:, 1].mean(0)) - b).max() < 1e-4
+
+
+def test_bad_backbones_are_clear_errors():
+    good = pb.read_fragments()[0, :10]
+    with pytest.raises(ValueError, match="missing backbone atoms"):
+        pb.encode_backbones([good[:, :3]])  # no O
+    holed = good.copy()
+    holed[4, 2] = np.nan
+    with pytest.raises(ValueError, match="missing or non-finite atoms at residues \\[4\\]"):
+        pb.encode_backbones([holed])
+    with pytest.raises(ValueError, match="one length"):
+        pb.encode_backbones([good, good[:8]])
+    with pytest.raises(ValueError, match="cannot make length 13: it was trained on 4 to 12"):
+        pb.plugin.build({**TINY, "length": 13})
+    with pytest.raises(ValueError, match="longer than the model's max_length 12"):
+        pb.plugin.build(TINY).denoiser(torch.zeros(1, 13, 12), torch.ones(1))
+
+
+def test_pdb_files_parse_back_to_the_same_backbone(tmp_path):
+    from vardbio_oracles.structure import backbone_from_pdb
+
+    frags = list(pb.read_fragments()[:2])
+    written = pb.plugin.write_designs(frags, np.array([0.5, np.nan]), tmp_path / "designs_final")
+    table, pdbs = written[0], written[1:]
+    assert len(pdbs) == 2 and table.read_text().splitlines()[0].startswith("file,length,helix_fraction")
+    parsed = backbone_from_pdb(pdbs[0])
+    assert parsed.shape == frags[0].shape and np.abs(parsed - frags[0]).max() <= 5e-4
+    text = pdbs[0].read_text()
+    assert text.startswith("REMARK   1 reward 0.5") and " CA  GLY A   1" in text
+
+
+def test_geometry_of_real_fragments_is_ideal():
+    report = pb.geometry_report(list(pb.read_fragments()[::50]))
+    assert report["chain_breaks"] == 0 and report["ca_clashes"] == 0
+    assert abs(report["ca_ca_mean"] - 3.80) < 0.03 and report["bond_deviation"] < 0.03
+    assert report["angle_deviation"] < 3.0
+    assert 0 < report["helix_fraction"] < 1 and math.isfinite(report["diversity"])
