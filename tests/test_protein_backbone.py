@@ -119,3 +119,25 @@ def test_geometry_of_real_fragments_is_ideal():
     assert abs(report["ca_ca_mean"] - 3.80) < 0.03 and report["bond_deviation"] < 0.03
     assert report["angle_deviation"] < 3.0
     assert 0 < report["helix_fraction"] < 1 and math.isfinite(report["diversity"])
+
+
+def test_sheet_campaign_smoke_run_writes_pdb_files_and_geometry(tmp_path):
+    from vardbio.cli import main
+
+    ckpt = tmp_path / "tiny.pt"
+    assert main(["pretrain", "model=protein_backbone", f"out={ckpt}", "+model.options.train_steps=2",
+                 "+model.options.eval_samples=2", "+model.options.hidden=16", "+model.options.layers=1",
+                 "model.options.sampling_steps=4"]) == 0
+    out = tmp_path / "run"
+    assert main(["run", "campaign=protein_sheet", f"out_dir={out}", "progress=false", "report=false",
+                 f"campaign.model.checkpoint={ckpt}", "campaign.iterations=2", "campaign.eval_samples=4",
+                 "campaign.oracle_budget=24", "campaign.model.options.sampling_steps=4",
+                 "algorithm.value_samples=8", "algorithm.batch_size=2", "algorithm.steps_per_update=2"]) == 0
+    import json
+
+    summary = json.loads((out / "summary.json").read_text())
+    for key in ("sheet_fraction", "sheet_fraction_initial", "ca_clashes", "chain_breaks_initial",
+                "bond_deviation", "angle_deviation", "ca_ca_mean", "diversity"):
+        assert math.isfinite(summary[key]), key
+    assert summary["oracle_calls"] <= 24
+    assert len(list((out / "designs_final_pdb").glob("design_*.pdb"))) == 4
