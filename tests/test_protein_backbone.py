@@ -141,3 +141,15 @@ def test_sheet_campaign_smoke_run_writes_pdb_files_and_geometry(tmp_path):
         assert math.isfinite(summary[key]), key
     assert summary["oracle_calls"] <= 24
     assert len(list((out / "designs_final_pdb").glob("design_*.pdb"))) == 4
+
+
+def test_shipped_checkpoint_samples_chain_like_backbones():
+    from vardbio.model.checkpoint import read_checkpoint
+
+    metrics = read_checkpoint(pb.plugin.default_checkpoint({}))["extra"]["pretrain_metrics"]
+    assert abs(metrics["samples"]["ca_ca_mean"] - 3.80) < 0.3 and metrics["samples"]["bond_deviation"] < 0.3
+    model = pb.plugin.load({"sampling_steps": 10}).eval()
+    designs = model.decode(model.rollout(2, torch.Generator().manual_seed(0)).final)
+    assert all(d.shape == (32, 4, 3) and np.isfinite(d).all() for d in designs)
+    caca = np.linalg.norm(np.diff(designs[0][:, 1], axis=0), axis=1)
+    assert 2.5 < np.median(caca) < 4.5
