@@ -76,8 +76,9 @@ def test_denoiser_is_equivariant(model):
     assert not torch.allclose(out2, out[:, perm], atol=1e-4)
 
 
-def test_value_head_is_invariant(model):
-    head = plugin.value_head(model, {"hidden": 16, "layers": 2})
+@pytest.mark.parametrize("kind", ["egnn", "set"])
+def test_value_head_is_invariant(model, kind):
+    head = plugin.value_head(model, {"kind": kind, "hidden": 16, "layers": 2})
     for p in head.parameters():  # move away from the tiny initial coordinate weights
         p.data.add_(0.1 * torch.randn_like(p))
     x, mask = _random_state(model, 5, seed=4)
