@@ -17,9 +17,19 @@ torch_geometric's MessagePassing on a fully connected graph within each molecule
 with plain torch from the mask. It is equivariant to rotations, translations and atom
 permutations; the value head (same layers, mean-pooled) is invariant to all three.
 
+Decoding: heavy atoms closer than 0.7 × their covalent radii are a clash (failure);
+connectivity takes candidate bonds shortest first while both atoms have valence left after
+their predicted hydrogens; hydrogens are then placed in 3D and bond orders assigned by
+rdDetermineBonds. With the option repair_hydrogens (the campaigns use it), a sample that
+fails with its predicted hydrogen counts is tried once more with counts made consistent
+with its connectivity (repair_hydrogens); sample_quality reports strict and repaired
+figures separately.
+
 Designs: an RDKit Mol with explicit hydrogens and a 3D conformer when the sample decodes to
 a sanitisable, single-fragment, closed-shell, neutral molecule; otherwise a DecodeFailure
 carrying the reason (every oracle scores it NaN with a reason; it never becomes a 0).
+
+Evaluate a checkpoint: `python -m vardbio_models.molecule evaluate --samples 1000`.
 """
 from __future__ import annotations
 
