@@ -101,3 +101,16 @@ def test_algorithm_config_checks():
         BestOfN(BestOfNConfig(n=8), _context(budget=7)).final_samples(4, torch.Generator())
     with pytest.raises(ValueError, match="n >= 1"):
         BestOfNConfig(n=0)
+
+
+def test_budgets_count_one_call_per_oracle_term():
+    """A reward of two oracles costs two calls per design: every algorithm sizes its batches so."""
+    ctx = _context(budget=64)
+    ctx.reward.terms.append(RewardTerm(FunctionOracle(lambda x: float(x[0]), "first")))
+    final = BestOfN(BestOfNConfig(n=8), ctx).final_samples(100, torch.Generator().manual_seed(0))
+    assert final.states.shape[0] == 4 and ctx.reward.ledger.total_calls == 64
+
+    ctx = _context(budget=100)
+    ctx.reward.terms.append(RewardTerm(FunctionOracle(lambda x: float(x[0]), "first")))
+    VARD(_quick_vard(), ctx).setup()  # asks for 64 designs, the budget pays for 50
+    assert ctx.reward.ledger.total_calls == 100

@@ -153,3 +153,12 @@ def choose_steps(num_steps: int, count: int, generator: torch.Generator) -> list
     if count == 0 or count >= num_steps:
         return list(range(num_steps))
     return sorted(torch.randperm(num_steps, generator=generator)[:count].tolist())
+
+
+def affordable_designs(reward: Reward, wanted: int) -> int:
+    """How many designs (at most `wanted`) the remaining oracle budget can score: each
+    design costs one call per oracle term of the reward (cache hits make it cheaper)."""
+    remaining = reward.ledger.remaining
+    if remaining is None:
+        return wanted
+    return max(0, min(wanted, remaining // len(reward.terms)))

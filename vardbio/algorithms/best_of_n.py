@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from vardbio.algorithms.base import (
-    Algorithm, AlgorithmContext, FinalSamples, rollout_in_chunks, score_trajectory,
+    Algorithm, AlgorithmContext, FinalSamples, affordable_designs, rollout_in_chunks, score_trajectory,
 )
 
 
@@ -42,9 +42,9 @@ class BestOfN(Algorithm):
 
     def affordable_designs(self, wanted: int) -> int:
         """How many best-of-N designs the remaining oracle budget pays for (at most wanted)."""
-        remaining = self.ctx.reward.ledger.remaining
-        count = wanted if remaining is None else min(wanted, remaining // self.config.n)
+        count = affordable_designs(self.ctx.reward, wanted * self.config.n) // self.config.n
         if count < 1:
+            remaining = self.ctx.reward.ledger.remaining
             raise ValueError(f"the oracle budget ({remaining} calls left) cannot pay for one "
                              f"best-of-{self.config.n} design")
         return count

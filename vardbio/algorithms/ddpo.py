@@ -12,7 +12,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from vardbio.algorithms.base import Algorithm, AlgorithmContext, choose_steps, score_trajectory
+from vardbio.algorithms.base import (
+    Algorithm, AlgorithmContext, affordable_designs, choose_steps, score_trajectory,
+)
 
 
 @dataclass
@@ -50,8 +52,7 @@ class DDPO(Algorithm):
         self.optimiser = torch.optim.Adam(ctx.model.denoiser.parameters(), lr=config.lr)
 
     def finished(self) -> bool:
-        remaining = self.ctx.reward.ledger.remaining
-        return remaining is not None and remaining < self.config.batch_size
+        return affordable_designs(self.ctx.reward, self.config.batch_size) < self.config.batch_size
 
     def iteration(self, index: int) -> dict[str, float]:
         cfg, ctx = self.config, self.ctx

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from vardbio.algorithms.base import (
-    Algorithm, AlgorithmContext, choose_steps, rollout_in_chunks, score_trajectory,
+    Algorithm, AlgorithmContext, affordable_designs, choose_steps, rollout_in_chunks, score_trajectory,
 )
 from vardbio.processes.gaussian import GaussianProcess
 from vardbio.value.fitting import ValueFitConfig, fit_value
@@ -81,10 +81,7 @@ class VARD(Algorithm):
         return self.config.beta
 
     def setup(self) -> dict[str, Any]:
-        n = self.config.value_samples
-        remaining = self.ctx.reward.ledger.remaining
-        if remaining is not None:
-            n = min(n, remaining)
+        n = affordable_designs(self.ctx.reward, self.config.value_samples)
         report = self._fit_value(self.ctx.reference, n)
         return {"value_fit": report.as_dict()}
 
@@ -114,8 +111,7 @@ class VARD(Algorithm):
         cfg, ctx = self.config, self.ctx
         metrics: dict[str, float] = {}
         if cfg.refresh_every and index > 0 and index % cfg.refresh_every == 0:
-            remaining = ctx.reward.ledger.remaining
-            n = cfg.refresh_samples if remaining is None else min(cfg.refresh_samples, remaining)
+            n = affordable_designs(ctx.reward, cfg.refresh_samples)
             if n >= 2:
                 metrics["value_r2"] = self._fit_value(ctx.model, n).r2
         model = ctx.model
