@@ -1,4 +1,4 @@
-# vardbio: `make run` runs the default campaign, `make test` runs the tests.
+# vardbio: `make run` runs the default campaign (protein_stability), `make test` runs the tests.
 # Everything is installed into .venv; GPU users override TORCH, e.g.
 #   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
 PYTHON ?= python3
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml | $(PY)
 install: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/vardbio run campaign=toy_linear algorithm=vard out_dir=runs/toy_linear
+	$(VENV)/bin/vardbio run campaign=protein_stability algorithm=vard out_dir=runs/protein_stability
 
 test: $(STAMP)
 	$(PY) -m pytest -q
