@@ -65,12 +65,26 @@ class OracleCache:
             conn = sqlite3.connect(self.path, timeout=self.timeout_s, check_same_thread=False,
                                    isolation_level=None)
             conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
-            if self.path != ":memory:":
-                conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(_SCHEMA)
+            self._set_up(conn)
             self._conn, self._pid = conn, os.getpid()
         return self._conn
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """WAL mode and the schema. Switching the journal mode can report 'database is
+        locked' at once (SQLite skips the busy handler there) while another process opens
+        the same new file, so it is retried until timeout_s."""
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                if self.path != ":memory:":
+                    conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript(_SCHEMA)
+                return
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def __getstate__(self):
         return {"path": self.path, "timeout_s": self.timeout_s}
