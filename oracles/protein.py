@@ -6,6 +6,8 @@ digits, ...) gets NaN with the reason. All are cheap: ~0.1 ms per 100 residues.
 """
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import math
 from typing import Any
 
@@ -40,8 +42,9 @@ class SequenceOracle(PerDesignOracle):
     def score_one(self, design):
         return self.compute(ProteinAnalysis(to_sequence(design)))
 
+    @abstractmethod
     def compute(self, analysis: ProteinAnalysis) -> float:
-        raise NotImplementedError
+        """The score from Biopython's analysis of the cleaned sequence."""
 
 
 class InstabilityIndex(SequenceOracle):

@@ -5,13 +5,15 @@ dict with `build_transform({"type": "sigmoid", "center": -8, "scale": -1})`.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 
-class Transform:
+class Transform(ABC):
     """Base class: `__call__(x) -> y`, x and y (n,) float64 arrays, NaN preserved."""
 
     kind: str = ""
@@ -22,8 +24,9 @@ class Transform:
             y = self._apply(x)
         return np.where(np.isnan(x), np.nan, y)
 
+    @abstractmethod
     def _apply(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The transform on a float array (NaN entries are restored afterwards)."""
 
     def config(self) -> dict[str, Any]:
         return {"type": self.kind, **asdict(self)}
