@@ -31,7 +31,7 @@ from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
-from vardbio.model.plugin import ModelPlugin
+from vardbio.model.plugin import ModelPlugin, split_options
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.value.heads import ValueHead
@@ -171,11 +171,7 @@ class ProteinSequencePlugin(ModelPlugin):
     name = "protein_sequence"
 
     def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
-        if unknown:
-            raise ValueError(f"unknown protein_sequence options {sorted(unknown)}; "
-                             f"valid: {sorted({**DEFAULTS, **PRETRAIN})}")
-        opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+        opts, _ = split_options(self.name, options, DEFAULTS, PRETRAIN)
         if not opts["min_length"] <= opts["length"] <= opts["max_length"]:
             raise ValueError(f"protein_sequence cannot make length {opts['length']}: it was trained on "
                              f"{opts['min_length']} to {opts['max_length']} residues")

@@ -78,7 +78,7 @@ def split_options(plugin: str, options: dict[str, Any], architecture: dict[str, 
     unknown = sorted(set(options) - set(architecture) - set(training))
     if unknown:
         valid = sorted({**architecture, **training})
-        raise ValueError(f"unknown {plugin} model options {unknown}; valid: {valid}")
+        raise ValueError(f"unknown {plugin} options {unknown}; valid: {valid}")
     arch = {**architecture, **{k: v for k, v in options.items() if k in architecture}}
     train = {**training, **{k: v for k, v in options.items() if k in training}}
     return arch, train
