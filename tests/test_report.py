@@ -152,3 +152,19 @@ def test_quality_plot_pairs_initial_and_final_entries():
     bars = {gid: [p.get_height() for p in fig.axes[0].patches if p.get_gid() == gid]
             for gid in ("quality_initial", "quality_final")}
     assert bars == {"quality_initial": [0.9, 0.3, 0.5], "quality_final": [0.8, 0.2, 0.75]}
+
+
+def test_report_of_a_molecule_campaign(tmp_path):
+    """A short campaign on the shipped molecule model: the report renders its plots, the
+    molecule gallery and the validity bars, and the reward plot carries metrics.csv's rows."""
+    out = tmp_path / "mol"
+    summary = run_campaign(compose_config("config", [
+        "campaign=molecule_qed", f"out_dir={out}", "progress=false", "campaign.iterations=2",
+        "campaign.eval_samples=24", "algorithm.value_samples=32", "campaign.oracle_budget=48"]))
+    text = (out / "report.md").read_text()
+    for name in ("reward", "kl", "value_r2", "quality", "molecules"):
+        assert (out / "report" / f"{name}.png").is_file() and f"report/{name}.png" in text, name
+    rows = read_metrics_csv(out / "metrics.csv")
+    x, y = _line(figures(out)["reward"], "iter_value_mean")
+    np.testing.assert_array_equal(y, [r["value_mean"] for r in rows])
+    assert "valid_fraction" in summary
