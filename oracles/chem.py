@@ -46,6 +46,22 @@ def to_mol(design: Any) -> Chem.Mol:
     return mol
 
 
+
+def to_mol_3d(design: Any, need: str) -> Chem.Mol:
+    """to_mol for a design that must carry finite 3D coordinates; `need` starts the error
+    for a design that is not an RDKit Mol at all."""
+    if not isinstance(design, Chem.Mol):
+        raise OracleError(f"{need}, got {type(design).__name__}")
+    mol = to_mol(design)
+    if mol.GetNumConformers() == 0:
+        raise OracleError("molecule has no conformer (3D coordinates needed)")
+    pos = mol.GetConformer().GetPositions()
+    if not np.isfinite(pos).all():
+        raise OracleError("conformer has non-finite coordinates")
+    if not mol.GetConformer().Is3D() and np.ptp(pos[:, 2]) == 0:
+        raise OracleError("conformer is 2D (3D coordinates needed)")
+    return mol
+
 def smiles_key(design: Any) -> str:
     """Canonical isomeric SMILES of a design (the raw text if it does not parse)."""
     if isinstance(design, str):
@@ -231,17 +247,7 @@ class MMFFStrain(PerDesignOracle):
         from rdkit.Chem import AllChem
         from rdkit.Chem import rdForceFieldHelpers as ffh
 
-        if not isinstance(design, Chem.Mol):
-            raise OracleError(f"mmff_strain needs an RDKit Mol with 3D coordinates, got "
-                              f"{type(design).__name__}")
-        mol = to_mol(design)
-        if mol.GetNumConformers() == 0:
-            raise OracleError("molecule has no conformer (3D coordinates needed)")
-        pos = mol.GetConformer().GetPositions()
-        if not np.isfinite(pos).all():
-            raise OracleError("conformer has non-finite coordinates")
-        if not mol.GetConformer().Is3D() and np.ptp(pos[:, 2]) == 0:
-            raise OracleError("conformer is 2D (3D coordinates needed)")
+        mol = to_mol_3d(design, "mmff_strain needs an RDKit Mol with 3D coordinates")
         n_given = mol.GetNumAtoms()
         mol = Chem.AddHs(mol, addCoords=True)
         props = ffh.MMFFGetMoleculeProperties(mol)

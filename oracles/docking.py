@@ -25,12 +25,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
 from vardbio.reward.oracle import OracleError, PerDesignOracle
-from vardbio_oracles.chem import coords_key, smiles_key, to_mol
+from vardbio_oracles.chem import coords_key, smiles_key, to_mol, to_mol_3d
 
 
 def data_dir() -> Path:
@@ -175,17 +174,7 @@ class VinaDocking(PerDesignOracle):
             if AllChem.EmbedMolecule(mol, randomSeed=abs(self.seed)) != 0:
                 raise OracleError("ETKDG could not embed the molecule")
             return mol
-        if not isinstance(design, Chem.Mol):
-            raise OracleError(f"vina_docking needs an RDKit Mol with 3D coordinates (or "
-                              f"embed=True), got {type(design).__name__}")
-        mol = to_mol(design)
-        if mol.GetNumConformers() == 0:
-            raise OracleError("molecule has no conformer (3D coordinates needed)")
-        pos = mol.GetConformer().GetPositions()
-        if not np.isfinite(pos).all():
-            raise OracleError("conformer has non-finite coordinates")
-        if not mol.GetConformer().Is3D() and np.ptp(pos[:, 2]) == 0:
-            raise OracleError("conformer is 2D (3D coordinates needed)")
+        mol = to_mol_3d(design, "vina_docking needs an RDKit Mol with 3D coordinates (or embed=True)")
         return Chem.AddHs(mol, addCoords=True)
 
     def _energy(self, mol: Chem.Mol):
