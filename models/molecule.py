@@ -53,6 +53,7 @@ from torch_geometric.nn import MessagePassing
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin
+from vardbio.model.training import WallClockSchedule, ema_update, warm_start
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead
@@ -738,8 +739,8 @@ DEFAULTS = {"hidden": 64, "layers": 4, "max_atoms": 20, "num_train_steps": 1000,
             "prediction": "eps", "sampling_steps": 50, "eta": 1.0,
             "smiles_file": "molecules/moses_small.smi", "repair_hydrogens": False}
 ARCHITECTURE = ("hidden", "layers", "max_atoms", "num_train_steps", "schedule", "prediction")
-PRETRAIN = {"max_molecules": 10000, "batch_size": 64, "lr": 7e-4, "ema": 0.999,
-            "train_minutes": 55.0, "max_train_steps": 1_000_000, "checkpoint_minutes": 5.0,
+PRETRAIN = {"max_molecules": 10000, "batch_size": 64, "lr": 7e-4, "lr_final": 1.0, "ema": 0.999,
+            "init": None, "train_minutes": 55.0, "max_train_steps": 1_000_000, "checkpoint_minutes": 5.0,
             "eval_samples": 1000, "eval_batch": 250, "log": None, "dataset_cache": None}
 
 
@@ -808,12 +809,15 @@ class MoleculePlugin(ModelPlugin):
         data_seconds = time.perf_counter() - started
         log(f"dataset: {len(data)} molecules ready in {data_seconds:.0f} s")
         model = self.build(opts)
+        earlier = warm_start(model, train["init"])
         ema = model.frozen_copy()
         optimiser = torch.optim.Adam(model.denoiser.parameters(), lr=float(train["lr"]))
         budget = 60.0 * float(train["train_minutes"])
+        schedule = WallClockSchedule(budget, final_fraction=float(train["lr_final"]))
         started = last_ckpt = time.perf_counter()
         step, losses = 0, []
         while step < int(train["max_train_steps"]) and time.perf_counter() - started < budget:
+            schedule.apply(optimiser, float(train["lr"]), step, time.perf_counter() - started)
             idx = torch.randint(0, len(data), (int(train["batch_size"]),), generator=generator)
             rot = random_rotations(len(idx), generator)
             pos = torch.einsum("bij,bnj->bni", rot, data.positions[idx])
@@ -823,10 +827,7 @@ class MoleculePlugin(ModelPlugin):
             loss.backward()
             nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
             optimiser.step()
-            with torch.no_grad():
-                decay = min(float(train["ema"]), (1 + step) / (10 + step))
-                for pe, pm in zip(ema.denoiser.parameters(), model.denoiser.parameters()):
-                    pe.lerp_(pm, 1 - decay)
+            ema_update(ema.denoiser, model.denoiser, float(train["ema"]), step)
             step += 1
             losses.append(float(loss.detach()))
             if step % 200 == 0:
@@ -850,7 +851,9 @@ class MoleculePlugin(ModelPlugin):
         masks_t = torch.cat([nn.functional.pad(m, (0, width - m.shape[1])) for m in masks])
         quality = sample_quality(states_t, masks_t, set(data.smiles))
         metrics = {
-            **quality, "train_steps": step, "train_seconds": round(train_seconds, 1),
+            **quality, "train_steps": step, "train_seconds": round(train_seconds, 1), **earlier,
+            "total_train_steps": earlier["earlier_train_steps"] + step,
+            "total_train_seconds": round(earlier["earlier_train_seconds"] + train_seconds, 1),
             "dataset_seconds": round(data_seconds, 1), "eval_seconds": round(time.perf_counter() - eval_started, 1),
             "final_loss": float(np.mean(losses[-200:])) if losses else float("nan"),
             "dataset_molecules": len(data), "dataset": data.record, "options": opts,

@@ -33,6 +33,7 @@ from torch import nn
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin, split_options
+from vardbio.model.training import WallClockSchedule, ema_update, warm_start
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead
@@ -200,7 +201,7 @@ ARCH = {"max_length": 32, "hidden": 64, "layers": 3, "max_separation": 8}
 DEFAULTS = {**ARCH, "length": 32, "min_length": 32, "sampling_steps": 50, "num_train_steps": 1000,
             "schedule": "cosine", "eta": 1.0}
 PRETRAIN = {"train_steps": 5000, "batch_size": 16, "lr": 1e-3, "warmup": 100, "eval_samples": 64,
-            "snr_cap": 5.0}
+            "snr_cap": 5.0, "ema": 0.999, "train_minutes": None, "checkpoint_minutes": 5.0, "init": None}
 
 
 class ProteinBackbonePlugin(ModelPlugin):
@@ -246,13 +247,19 @@ class ProteinBackbonePlugin(ModelPlugin):
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         model = self.build(opts)
+        earlier = warm_start(model, train["init"])
+        ema = model.frozen_copy()
         optimiser = torch.optim.AdamW(model.denoiser.parameters(), lr=train["lr"], weight_decay=0.0)
         steps, warmup = int(train["train_steps"]), int(train["warmup"])
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+        minutes = train["train_minutes"]
+        # under a time budget the cosine follows the clock, otherwise the step count
+        budget = 60.0 * float(minutes) if minutes else math.inf
+        schedule = WallClockSchedule(budget if minutes else float(steps), warmup, final_fraction=0.0)
         mask = torch.ones(int(train["batch_size"]), opts["max_length"])
-        started, losses = time.perf_counter(), []
-        for _ in range(steps):
+        started = last_ckpt = time.perf_counter()
+        step, losses = 0, []
+        while step < steps and time.perf_counter() - started < budget:
+            schedule.apply(optimiser, float(train["lr"]), step, time.perf_counter() - started if minutes else step)
             idx = torch.randint(0, len(data), (int(train["batch_size"]),), generator=g)
             x0 = random_rotation(data[idx], g)
             loss = weighted_loss(model, x0, mask, float(train["snr_cap"]), g)
@@ -260,8 +267,16 @@ class ProteinBackbonePlugin(ModelPlugin):
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
             optimiser.step()
-            schedule.step()
+            ema_update(ema.denoiser, model.denoiser, float(train["ema"]), step)
+            step += 1
             losses.append(float(loss.detach()))
+            if step % 500 == 0:
+                print(f"step {step} loss {np.mean(losses[-500:]):.4f} "
+                      f"elapsed {time.perf_counter() - started:.0f} s", flush=True)
+            if time.perf_counter() - last_ckpt > 60.0 * float(train["checkpoint_minutes"]):
+                save_model(ema, out_path, pretrain_progress={"step": step, "loss": float(np.mean(losses[-500:]))})
+                last_ckpt = time.perf_counter()
+        model = ema
         seconds = time.perf_counter() - started
         model.eval()
         samples = []
@@ -269,6 +284,8 @@ class ProteinBackbonePlugin(ModelPlugin):
             traj = model.rollout(min(32, int(train["eval_samples"]) - start), g)
             samples += model.decode(traj.final, traj.mask)
         metrics = {"final_loss_mean_last100": float(np.mean(losses[-100:])), "train_seconds": round(seconds, 1),
+                   "train_steps": step, **earlier, "total_train_steps": earlier["earlier_train_steps"] + step,
+                   "total_train_seconds": round(earlier["earlier_train_seconds"] + seconds, 1),
                    "n_fragments": len(frags), "samples": geometry_report(samples),
                    "data": geometry_report(list(frags[:: max(1, len(frags) // 256)])),
                    "options": opts, "training": train, "seed": seed}

@@ -131,3 +131,47 @@ class SequenceStability(SequenceOracle):
             raise OracleError("instability index needs at least 2 residues")
         z = (analysis.instability_index() - self.threshold) / self.scale
         return 0.5 * (1.0 - math.tanh(0.5 * z))
+
+
+# Chou & Fasman (1978, Adv. Enzymol. 47:45) conformational parameters: how often each amino
+# acid occurs in helices (P_alpha) and in strands (P_beta) relative to chance.
+CHOU_FASMAN_HELIX = {"E": 1.51, "M": 1.45, "A": 1.42, "L": 1.21, "K": 1.16, "F": 1.13, "Q": 1.11,
+                     "W": 1.08, "I": 1.08, "V": 1.06, "D": 1.01, "H": 1.00, "R": 0.98, "T": 0.83,
+                     "S": 0.77, "C": 0.70, "Y": 0.69, "N": 0.67, "P": 0.57, "G": 0.57}
+CHOU_FASMAN_STRAND = {"V": 1.70, "I": 1.60, "Y": 1.47, "F": 1.38, "W": 1.37, "L": 1.30, "C": 1.19,
+                      "T": 1.19, "Q": 1.10, "M": 1.05, "R": 0.93, "N": 0.89, "H": 0.87, "A": 0.83,
+                      "S": 0.75, "G": 0.75, "K": 0.74, "P": 0.55, "D": 0.54, "E": 0.37}
+
+
+class HelixPropensity(SequenceOracle):
+    """Fraction of residues predicted helical from sequence alone, Chou-Fasman style: a
+    residue is helical when some window of `window` residues covering it has mean P_alpha
+    >= `threshold` and mean P_alpha > mean P_beta. In [0, 1], higher is more helical.
+
+    A structural property predicted from sequence (a 1978 propensity rule, roughly 50-60 %
+    accurate per residue), not a fold; it needs at least `window` residues."""
+
+    name = "helix_propensity"
+    units = "fraction of residues"
+
+    def __init__(self, window: int = 6, threshold: float = 1.03):
+        if window < 1:
+            raise ValueError(f"helix_propensity needs window >= 1, got {window}")
+        self.window, self.threshold = int(window), float(threshold)
+
+    def params(self):
+        return {"window": self.window, "threshold": self.threshold}
+
+    def compute(self, analysis):
+        seq = analysis.sequence
+        if len(seq) < self.window:
+            raise OracleError(f"helix_propensity needs at least {self.window} residues, got {len(seq)}")
+        p_alpha = [CHOU_FASMAN_HELIX[a] for a in seq]
+        p_beta = [CHOU_FASMAN_STRAND[a] for a in seq]
+        helical = [False] * len(seq)
+        for start in range(len(seq) - self.window + 1):
+            alpha = sum(p_alpha[start:start + self.window]) / self.window
+            beta = sum(p_beta[start:start + self.window]) / self.window
+            if alpha >= self.threshold and alpha > beta:
+                helical[start:start + self.window] = [True] * self.window
+        return sum(helical) / len(seq)

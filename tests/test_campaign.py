@@ -25,6 +25,9 @@ def test_run_writes_every_output(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     assert SUMMARY_KEYS <= set(summary)
     assert set(summary["reward_final"]) >= {"mean", "median", "top10"}
+    # one unweighted term: its mean raw score is the mean reward
+    for when in ("initial", "final"):
+        assert summary[f"components_{when}"]["toy_linear"] == pytest.approx(summary[f"reward_{when}"]["mean"])
     assert summary["oracle_calls"] == 256 and summary["eval_oracle_calls"] == 256
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("iteration,oracle_calls,wall_seconds") and len(lines) == 7

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from Bio.SeqUtils.ProtParamData import DIWV
 
-from vardbio_oracles.protein import (Aromaticity, Gravy, InstabilityIndex, IsoelectricPoint,
-                                     NetCharge, SequenceStability)
+from vardbio_oracles.protein import (Aromaticity, Gravy, HelixPropensity, InstabilityIndex,
+                                     IsoelectricPoint, NetCharge, SequenceStability)
 
 # The protein used in Biopython's ProtParam tests, with values from ExPASy ProtParam (the
 # reference implementation of Guruprasad et al. 1990) rounded to two decimals.
@@ -38,13 +38,28 @@ def test_stability_reward():
         SequenceStability(scale=0)
 
 
+def test_helix_propensity_windows():
+    """Helix formers (E, A, L, M) make every residue helical, helix breakers (G, P) none,
+    and strand formers (V, I) lose to P_beta although their P_alpha passes the threshold."""
+    o = HelixPropensity()
+    helix, breaker, strand = o.score(["EALMEALMEALM", "GPGPGPGPGPGP", "VIVIVIVIVIVI"]).values
+    assert helix == 1.0 and breaker == 0.0 and strand == 0.0
+    # windows starting at 0..3 pass (the last has mean (3·1.51 + 3·0.57) / 6 = 1.04 >= 1.03),
+    # the one at 4 does not (0.88): residues 0..8 are helical
+    assert o.score(["EEEEEEGGGGGG"]).values[0] == pytest.approx(9 / 12)
+    short = o.score(["EEEE"])
+    assert np.isnan(short.values[0]) and "at least 6" in short.reasons[0]
+    with pytest.raises(ValueError):
+        HelixPropensity(window=0)
+
+
 def test_net_charge_sign():
     res = NetCharge().score(["KKKKRRRR", "DDDDEEEE"]).values
     assert res[0] > 5 and res[1] < -5
 
 
 @pytest.mark.parametrize("oracle", [InstabilityIndex(), Gravy(), IsoelectricPoint(), NetCharge(),
-                                    Aromaticity(), SequenceStability()])
+                                    Aromaticity(), SequenceStability(), HelixPropensity()])
 def test_bad_sequences_give_nan_with_reason(oracle):
     res = oracle.score(["", "ACDXZ", "ACD1", None, "   "])
     assert np.isnan(res.values).all()
@@ -59,8 +74,8 @@ def test_cleaning_and_key():
 
 
 @pytest.mark.parametrize("oracle", [InstabilityIndex(), Gravy(), IsoelectricPoint(), NetCharge(),
-                                    Aromaticity(), SequenceStability()])
+                                    Aromaticity(), SequenceStability(), HelixPropensity()])
 def test_plugin_contract(oracle):
     from vardbio.testing import check_oracle_contract
 
-    check_oracle_contract(oracle, [SEQ, "MKTAYIAKQR", "GG"], ["", "ACDXZ", None])
+    check_oracle_contract(oracle, [SEQ, "MKTAYIAKQR", "GGSAGG"], ["", "ACDXZ", None])

@@ -194,9 +194,20 @@ def _initial_state(camp: Campaign) -> dict[str, Any]:
         scored = camp.eval_reward(designs)
         camp.plugin.write_designs(designs, scored.values, camp.out_dir / "designs_initial")
         state.update({"reference_final": traj.final.cpu(), "reward_initial": reward_stats(scored.values),
+                      "components_initial": _component_means(scored.components),
                       "initial_failures": _failure_reasons(scored.reasons)})
     state["setup"] = camp.algorithm.setup()
     return state
+
+
+def _component_means(components: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """Each reward term's mean raw oracle score over the designs it could score (None if none)."""
+    means: dict[str, float | None] = {}
+    for name, values in components.items():
+        finite = np.asarray(values, dtype=np.float64)
+        finite = finite[~np.isnan(finite)]
+        means[name] = float(finite.mean()) if len(finite) else None
+    return means
 
 
 def _finish(camp: Campaign, state: dict[str, Any], wall: float) -> dict[str, Any] | None:
@@ -230,6 +241,8 @@ def _finish(camp: Campaign, state: dict[str, Any], wall: float) -> dict[str, Any
         "eval_oracle_calls": camp.eval_reward.ledger.total_calls,
         "reward_initial": state["reward_initial"],
         "reward_final": reward_stats(scored.values),
+        "components_initial": state.get("components_initial"),
+        "components_final": _component_means(scored.components),
         "processes": dist.world_size,
         "sampling_steps": camp.model.num_steps,
         "kl_to_reference": float(final.kl.mean()),

@@ -1,0 +1,55 @@
+"""Pretraining helpers: the wall-clock schedule, the weight EMA, warm starts."""
+import math
+
+import pytest
+import torch
+
+from vardbio.model.checkpoint import CheckpointMismatchError, save_model
+from vardbio.model.training import WallClockSchedule, ema_update, warm_start
+from vardbio_models.toy import plugin
+
+
+def test_schedule_warms_up_then_follows_the_clock():
+    s = WallClockSchedule(100.0, warmup_steps=10, final_fraction=0.1)
+    assert s.factor(0, 0.0) == pytest.approx(0.1)  # warm-up step 1 of 10
+    assert s.factor(9, 0.0) == pytest.approx(1.0)
+    assert s.factor(50, 50.0) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert s.factor(99, 100.0) == pytest.approx(0.1)
+    assert s.factor(99, 250.0) == pytest.approx(0.1), "past the budget it stays at the floor"
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    assert s.apply(opt, 2e-3, 50, 25.0) == pytest.approx(2e-3 * (0.1 + 0.45 * (1 + math.cos(math.pi / 4))))
+    assert opt.param_groups[0]["lr"] == pytest.approx(s.factor(50, 25.0) * 2e-3)
+    with pytest.raises(ValueError, match="budget"):
+        WallClockSchedule(0.0)
+    with pytest.raises(ValueError, match="fraction"):
+        WallClockSchedule(10.0, final_fraction=1.5)
+
+
+def test_ema_moves_towards_the_model_with_warmed_up_decay():
+    ema, model = torch.nn.Linear(2, 1), torch.nn.Linear(2, 1)
+    before = [p.detach().clone() for p in ema.parameters()]
+    ema_update(ema, model, decay=0.999, step=0)  # decay min(0.999, 1/10) = 0.1
+    for pe, pb, pm in zip(ema.parameters(), before, model.parameters()):
+        assert torch.allclose(pe, 0.1 * pb + 0.9 * pm)
+    ema_update(ema, model, decay=0.5, step=10_000)
+    ema_update(ema, model, decay=0.0, step=10_000)
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        assert torch.equal(pe, pm)
+
+
+def test_warm_start_loads_weights_and_counts_earlier_training(tmp_path):
+    torch.manual_seed(0)
+    trained = plugin.build({"hidden": 16, "depth": 1})
+    path = save_model(trained, tmp_path / "a.pt", pretrain_metrics={"train_steps": 120, "train_seconds": 3.5})
+    fresh = plugin.build({"hidden": 16, "depth": 1})
+    assert warm_start(fresh, None)["earlier_train_steps"] == 0
+    record = warm_start(fresh, path)
+    assert record == {"init": str(path), "earlier_train_steps": 120, "earlier_train_seconds": 3.5}
+    for a, b in zip(trained.parameters(), fresh.parameters()):
+        assert torch.equal(a, b)
+    # a second continuation counts the first one's total
+    save_model(fresh, tmp_path / "b.pt", pretrain_metrics={"train_steps": 30, "total_train_steps": 150,
+                                                           "total_train_seconds": 4.0})
+    assert warm_start(fresh, tmp_path / "b.pt")["earlier_train_steps"] == 150
+    with pytest.raises(CheckpointMismatchError):
+        warm_start(plugin.build({"hidden": 8, "depth": 1}), path)

@@ -1,0 +1,63 @@
+"""Pieces shared by the plugins' pretraining loops: a wall-clock learning-rate schedule, a
+weight EMA, and warm starts from an earlier checkpoint."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vardbio.model.checkpoint import load_weights, read_checkpoint
+from vardbio.model.diffusion import DiffusionModel
+
+
+class WallClockSchedule:
+    """Learning-rate factor for training under a time budget: linear warm-up over
+    `warmup_steps`, then a cosine from 1 down to `final_fraction` as the elapsed time goes
+    from 0 to `budget` seconds (the number of steps a time budget buys is not known in
+    advance). Pass steps as both `budget` and `elapsed` for a step-count cosine."""
+
+    def __init__(self, budget: float, warmup_steps: int = 0, final_fraction: float = 1.0):
+        if budget <= 0:
+            raise ValueError(f"training budget must be positive, got {budget}")
+        if not 0.0 <= final_fraction <= 1.0:
+            raise ValueError(f"final learning-rate fraction must be in [0, 1], got {final_fraction}")
+        self.budget, self.warmup, self.final = budget, max(0, int(warmup_steps)), final_fraction
+
+    def factor(self, step: int, elapsed: float) -> float:
+        """The factor at optimiser step `step` (0-based) after `elapsed` of the budget."""
+        warm = min(1.0, (step + 1) / self.warmup) if self.warmup else 1.0
+        progress = min(1.0, max(0.0, elapsed / self.budget))
+        return warm * (self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    def apply(self, optimiser: torch.optim.Optimizer, base_lr: float, step: int, elapsed: float) -> float:
+        """Set every parameter group's lr for this step; returns it."""
+        lr = base_lr * self.factor(step, elapsed)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        return lr
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float, step: int) -> None:
+    """ema ← decay·ema + (1 − decay)·model, with the decay warmed up as (1 + step)/(10 + step)
+    so the average is not dominated by the random initial weights."""
+    d = min(decay, (1 + step) / (10 + step))
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1.0 - d)
+
+
+def warm_start(model: DiffusionModel, checkpoint: str | Path | None) -> dict[str, Any]:
+    """Load `checkpoint` (same plugin and architecture) into `model` before training goes on.
+
+    Returns what the continued run should record: the checkpoint path and the training steps
+    and seconds it had already had (0 when `checkpoint` is None)."""
+    if not checkpoint:
+        return {"init": None, "earlier_train_steps": 0, "earlier_train_seconds": 0.0}
+    load_weights(model, checkpoint)
+    extra = read_checkpoint(checkpoint).get("extra", {})
+    earlier = extra.get("pretrain_metrics") or {}
+    return {"init": str(checkpoint),
+            "earlier_train_steps": int(earlier.get("total_train_steps", earlier.get("train_steps", 0))),
+            "earlier_train_seconds": float(earlier.get("total_train_seconds", earlier.get("train_seconds", 0.0)))}
