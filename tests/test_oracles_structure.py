@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vardbio_oracles.structure import (BackboneRMSD, CAClashes, ChainBreaks, Globularity,
-                                       RadiusOfGyration, SecondaryStructure, TMScore,
+                                       RadiusOfGyration, SecondaryStructure, SoftStrand, TMScore,
                                        backbone_from_pdb, dssp, superposed_rmsd, tm_d0, tm_score)
 
 MDT = pytest.importorskip("MDAnalysisTests")
@@ -36,6 +36,19 @@ def test_dssp_fractions_match_reference_files(name):
     for kind, code in (("helix", "H"), ("strand", "E"), ("loop", "-")):
         got = SecondaryStructure(kind).score([x]).values[0]
         assert got == pytest.approx(ref.count(code) / len(ref), abs=0.02)
+
+
+@pytest.mark.parametrize("name", CHAINS)
+def test_soft_strand_grades_the_dssp_strand_fraction(name):
+    """At DSSP's own cutoff with a near-zero margin every H-bond is 0 or 1 and the graded
+    score is exactly the DSSP strand fraction; the relaxed default stays close to it on real
+    chains (it credits near-bridges and gives weak H-bonds partial weight)."""
+    x = _chain(name)
+    strict = SecondaryStructure("strand").score([x]).values[0]
+    assert SoftStrand(cutoff=-0.5, margin=1e-6).score([x]).values[0] == pytest.approx(strict)
+    assert SoftStrand().score([x]).values[0] == pytest.approx(strict, abs=0.1)
+    with pytest.raises(ValueError, match="margin"):
+        SoftStrand(margin=0)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::PendingDeprecationWarning")
@@ -118,7 +131,7 @@ def test_clashes_and_breaks():
     assert CAClashes().score([folded]).values[0] >= 1
 
 
-@pytest.mark.parametrize("oracle", [SecondaryStructure(), RadiusOfGyration(), Globularity(),
+@pytest.mark.parametrize("oracle", [SecondaryStructure(), SoftStrand(), RadiusOfGyration(), Globularity(),
                                     CAClashes(), ChainBreaks()])
 def test_bad_backbones_give_nan_with_reason(oracle):
     x = _chain("1i8nA")
@@ -150,7 +163,7 @@ def test_pdb_parser_marks_missing_atoms(tmp_path):
     np.testing.assert_allclose(y[0], x[0], atol=1e-3)
 
 
-@pytest.mark.parametrize("make", [lambda: SecondaryStructure("strand"), RadiusOfGyration, Globularity,
+@pytest.mark.parametrize("make", [lambda: SecondaryStructure("strand"), SoftStrand, RadiusOfGyration, Globularity,
                                   CAClashes, ChainBreaks,
                                   lambda: TMScore(target=_chain("1i8nA")),
                                   lambda: BackboneRMSD(target=_chain("1i8nA"))])
