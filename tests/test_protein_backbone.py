@@ -125,8 +125,8 @@ def test_sheet_campaign_smoke_run_writes_pdb_files_and_geometry(tmp_path):
     from vardbio.cli import main
 
     ckpt = tmp_path / "tiny.pt"
-    assert main(["pretrain", "model=protein_backbone", f"out={ckpt}", "+model.options.train_steps=2",
-                 "+model.options.eval_samples=2", "+model.options.hidden=16", "+model.options.layers=1",
+    assert main(["pretrain", "model=protein_backbone", f"out={ckpt}", "model.options.train_steps=2",
+                 "+model.options.eval_samples=2", "model.options.hidden=16", "model.options.layers=1",
                  "model.options.sampling_steps=4"]) == 0
     out = tmp_path / "run"
     assert main(["run", "campaign=protein_sheet", f"out_dir={out}", "progress=false", "report=false",
