@@ -34,6 +34,10 @@ def test_run_writes_every_output(tmp_path, capsys):
     assert OmegaConf.load(out / "config.yaml").campaign.name == "toy_linear"
     for name in ("designs_initial.csv", "designs_final.csv", "model_final.pt", "checkpoints/last.pt"):
         assert (out / name).is_file(), name
+    terms = (out / "reward_terms_final.csv").read_text().splitlines()
+    assert terms[0] == "design,toy_linear,reward,failure" and len(terms) == 1 + 128
+    score, reward = terms[1].split(",")[1:3]
+    assert score == reward, "one unweighted term: the score is the reward"
     assert read_checkpoint(out / "model_final.pt")["spec"]["plugin"] == "toy"
     assert "toy_linear / vard" in capsys.readouterr().out
 
@@ -134,3 +138,16 @@ def test_all_nan_rewards_stop_with_the_reason(tmp_path, capsys):
 def test_sample_writes_designs(tmp_path, capsys):
     assert main(["sample", "model=toy", "n=5", f"out_dir={tmp_path}"]) == 0
     assert (tmp_path / "designs.csv").read_text().count("\n") == 6
+
+
+def test_reward_terms_table_marks_failures(tmp_path):
+    """A failed term is an empty cell with its reason, never a 0."""
+    import numpy as np
+
+    from vardbio.campaign.outputs import write_reward_terms_csv
+
+    path = tmp_path / "terms.csv"
+    write_reward_terms_csv({"qed": np.array([0.5, np.nan]), "sa": np.array([3.25, 2.0])},
+                           np.array([2.0, np.nan]), [None, "qed: sanitisation failed"], path)
+    assert path.read_text().splitlines() == ["design,qed,sa,reward,failure", "0,0.5,3.25,2,",
+                                             "1,,2,,qed: sanitisation failed"]

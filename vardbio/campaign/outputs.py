@@ -21,6 +21,24 @@ def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
     tmp.replace(path)
 
 
+def write_reward_terms_csv(components: dict[str, Any], rewards: Any, reasons: list[str | None],
+                           path: Path) -> None:
+    """One row per design: its index, each reward term's raw oracle score (empty where the
+    oracle failed), the total reward and the failure reason (empty when there is none)."""
+    names = list(components)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["design", *names, "reward", "failure"])
+        for i, reward in enumerate(rewards):
+            scores = [_cell(components[name][i]) for name in names]
+            writer.writerow([i, *scores, _cell(reward), reasons[i] or ""])
+
+
+def _cell(value: Any) -> str:
+    value = float(value)
+    return "" if not math.isfinite(value) else f"{value:.6g}"
+
+
 def read_metrics_csv(path: Path) -> list[dict[str, float]]:
     """metrics.csv back as dicts of floats (empty cells become NaN)."""
     with Path(path).open() as fh:

@@ -24,7 +24,7 @@ from vardbio import registry
 from vardbio.algorithms.base import Algorithm, AlgorithmContext, reward_stats
 from vardbio.campaign.config import CampaignSection, RunConfig, to_dataclass
 from vardbio.campaign.distributed import CollectiveReward, Distributed, concat_trajectories
-from vardbio.campaign.outputs import TensorBoardLog, write_json, write_metrics_csv
+from vardbio.campaign.outputs import TensorBoardLog, write_json, write_metrics_csv, write_reward_terms_csv
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Trajectory
 from vardbio.model.plugin import ModelPlugin
@@ -193,6 +193,8 @@ def _initial_state(camp: Campaign) -> dict[str, Any]:
         designs = camp.reference.decode(traj.final, traj.mask)
         scored = camp.eval_reward(designs)
         camp.plugin.write_designs(designs, scored.values, camp.out_dir / "designs_initial")
+        write_reward_terms_csv(scored.components, scored.values, scored.reasons,
+                               camp.out_dir / "reward_terms_initial.csv")
         state.update({"reference_final": traj.final.cpu(), "reward_initial": reward_stats(scored.values),
                       "components_initial": _component_means(scored.components),
                       "initial_failures": _failure_reasons(scored.reasons)})
@@ -228,6 +230,7 @@ def _finish(camp: Campaign, state: dict[str, Any], wall: float) -> dict[str, Any
     designs = camp.model.decode(final.states, final.mask)
     scored = camp.eval_reward(designs)
     camp.plugin.write_designs(designs, scored.values, camp.out_dir / "designs_final")
+    write_reward_terms_csv(scored.components, scored.values, scored.reasons, camp.out_dir / "reward_terms_final.csv")
     save_model(camp.model, camp.out_dir / "model_final.pt", campaign=cfg.campaign.name)
     value_fit = state["setup"].get("value_fit", {})
     ledger = camp.reward.ledger
