@@ -53,7 +53,7 @@ from torch_geometric.nn import MessagePassing
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin
-from vardbio.model.training import WallClockSchedule, ema_update, warm_start
+from vardbio.model.training import PeriodicCheckpoint, WallClockSchedule, optimiser_step, warm_start
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead
@@ -814,7 +814,8 @@ class MoleculePlugin(ModelPlugin):
         optimiser = torch.optim.Adam(model.denoiser.parameters(), lr=float(train["lr"]))
         budget = 60.0 * float(train["train_minutes"])
         schedule = WallClockSchedule(budget, final_fraction=float(train["lr_final"]))
-        started = last_ckpt = time.perf_counter()
+        started = time.perf_counter()
+        checkpoint = PeriodicCheckpoint(out_path, train["checkpoint_minutes"])
         step, losses = 0, []
         while step < int(train["max_train_steps"]) and time.perf_counter() - started < budget:
             schedule.apply(optimiser, float(train["lr"]), step, time.perf_counter() - started)
@@ -823,19 +824,12 @@ class MoleculePlugin(ModelPlugin):
             pos = torch.einsum("bij,bnj->bni", rot, data.positions[idx])
             x0 = encode_state(pos, data.elements[idx], data.hcounts[idx], data.mask[idx])
             loss = model.process.training_loss(model.denoiser, x0, data.mask[idx], generator)
-            optimiser.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
-            optimiser.step()
-            ema_update(ema.denoiser, model.denoiser, float(train["ema"]), step)
+            losses.append(optimiser_step(model, ema, optimiser, loss, float(train["ema"]), step))
             step += 1
-            losses.append(float(loss.detach()))
             if step % 200 == 0:
                 log(f"step {step} loss {np.mean(losses[-200:]):.4f} "
                     f"elapsed {time.perf_counter() - started:.0f} s")
-            if time.perf_counter() - last_ckpt > 60.0 * float(train["checkpoint_minutes"]):
-                save_model(ema, out_path, pretrain_progress={"step": step, "loss": float(np.mean(losses[-200:]))})
-                last_ckpt = time.perf_counter()
+            if checkpoint.maybe_save(ema, step, float(np.mean(losses[-200:]))):
                 log(f"checkpoint at step {step} -> {out_path}")
         train_seconds = time.perf_counter() - started
         ema.eval()

@@ -33,7 +33,7 @@ from torch import nn
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin, split_options
-from vardbio.model.training import WallClockSchedule, ema_update, warm_start
+from vardbio.model.training import PeriodicCheckpoint, WallClockSchedule, optimiser_step, warm_start
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead
@@ -256,26 +256,20 @@ class ProteinBackbonePlugin(ModelPlugin):
         budget = 60.0 * float(minutes) if minutes else math.inf
         schedule = WallClockSchedule(budget if minutes else float(steps), warmup, final_fraction=0.0)
         mask = torch.ones(int(train["batch_size"]), opts["max_length"])
-        started = last_ckpt = time.perf_counter()
+        started = time.perf_counter()
+        checkpoint = PeriodicCheckpoint(out_path, train["checkpoint_minutes"])
         step, losses = 0, []
         while step < steps and time.perf_counter() - started < budget:
             schedule.apply(optimiser, float(train["lr"]), step, time.perf_counter() - started if minutes else step)
             idx = torch.randint(0, len(data), (int(train["batch_size"]),), generator=g)
             x0 = random_rotation(data[idx], g)
             loss = weighted_loss(model, x0, mask, float(train["snr_cap"]), g)
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
-            optimiser.step()
-            ema_update(ema.denoiser, model.denoiser, float(train["ema"]), step)
+            losses.append(optimiser_step(model, ema, optimiser, loss, float(train["ema"]), step))
             step += 1
-            losses.append(float(loss.detach()))
             if step % 500 == 0:
                 print(f"step {step} loss {np.mean(losses[-500:]):.4f} "
                       f"elapsed {time.perf_counter() - started:.0f} s", flush=True)
-            if time.perf_counter() - last_ckpt > 60.0 * float(train["checkpoint_minutes"]):
-                save_model(ema, out_path, pretrain_progress={"step": step, "loss": float(np.mean(losses[-500:]))})
-                last_ckpt = time.perf_counter()
+            checkpoint.maybe_save(ema, step, float(np.mean(losses[-500:])))
         model = ema
         seconds = time.perf_counter() - started
         model.eval()

@@ -53,3 +53,20 @@ def test_warm_start_loads_weights_and_counts_earlier_training(tmp_path):
     assert warm_start(fresh, tmp_path / "b.pt")["earlier_train_steps"] == 150
     with pytest.raises(CheckpointMismatchError):
         warm_start(plugin.build({"hidden": 8, "depth": 1}), path)
+
+
+def test_optimiser_step_moves_the_model_and_its_average(tmp_path):
+    from vardbio.model.training import PeriodicCheckpoint, optimiser_step
+
+    torch.manual_seed(0)
+    model = plugin.build({"hidden": 16, "depth": 1})
+    ema = model.frozen_copy()
+    start = [p.detach().clone() for p in model.denoiser.parameters()]
+    optimiser = torch.optim.SGD(model.denoiser.parameters(), lr=0.1)
+    loss = sum(p.pow(2).sum() for p in model.denoiser.parameters())
+    assert optimiser_step(model, ema, optimiser, loss, ema_decay=0.999, step=0) == pytest.approx(float(loss))
+    for p0, pm, pe in zip(start, model.denoiser.parameters(), ema.denoiser.parameters()):
+        assert torch.allclose(pe, 0.1 * p0 + 0.9 * pm)  # first EMA step: decay 1/10
+    checkpoint = PeriodicCheckpoint(tmp_path / "p.pt", minutes=0.0)
+    assert checkpoint.maybe_save(ema, step=1, loss=0.5) and (tmp_path / "p.pt").is_file()
+    assert not PeriodicCheckpoint(tmp_path / "q.pt", minutes=60.0).maybe_save(ema, 1, 0.5)

@@ -202,14 +202,9 @@ def _initial_state(camp: Campaign) -> dict[str, Any]:
     return state
 
 
-def _component_means(components: dict[str, np.ndarray]) -> dict[str, float | None]:
-    """Each reward term's mean raw oracle score over the designs it could score (None if none)."""
-    means: dict[str, float | None] = {}
-    for name, values in components.items():
-        finite = np.asarray(values, dtype=np.float64)
-        finite = finite[~np.isnan(finite)]
-        means[name] = float(finite.mean()) if len(finite) else None
-    return means
+def _component_means(components: dict[str, np.ndarray]) -> dict[str, float]:
+    """Each reward term's mean raw oracle score over the designs it could score (NaN if none)."""
+    return {name: reward_stats(values)["mean"] for name, values in components.items()}
 
 
 def _finish(camp: Campaign, state: dict[str, Any], wall: float) -> dict[str, Any] | None:

@@ -3,12 +3,13 @@ weight EMA, and warm starts from an earlier checkpoint."""
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vardbio.model.checkpoint import load_weights, read_checkpoint
+from vardbio.model.checkpoint import load_weights, read_checkpoint, save_model
 from vardbio.model.diffusion import DiffusionModel
 
 
@@ -37,6 +38,35 @@ class WallClockSchedule:
         for group in optimiser.param_groups:
             group["lr"] = lr
         return lr
+
+
+def optimiser_step(model: DiffusionModel, ema: DiffusionModel, optimiser: torch.optim.Optimizer,
+                   loss: torch.Tensor, ema_decay: float, step: int, max_grad_norm: float = 1.0) -> float:
+    """Backpropagate `loss`, clip the denoiser's gradient norm, step, then move the EMA copy's
+    denoiser towards it (see ema_update). Returns the loss as a float."""
+    optimiser.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), max_grad_norm)
+    optimiser.step()
+    ema_update(ema.denoiser, model.denoiser, ema_decay, step)
+    return float(loss.detach())
+
+
+class PeriodicCheckpoint:
+    """Saves the EMA model with its progress every `minutes` of wall-clock time, so a long
+    pretraining run that is cut off still leaves a recent checkpoint behind."""
+
+    def __init__(self, path: str | Path, minutes: float):
+        self.path, self.interval = Path(path), 60.0 * float(minutes)
+        self.last = time.perf_counter()
+
+    def maybe_save(self, model: DiffusionModel, step: int, loss: float) -> bool:
+        """Save if the interval has passed since the last save; True when it saved."""
+        if time.perf_counter() - self.last <= self.interval:
+            return False
+        save_model(model, self.path, pretrain_progress={"step": step, "loss": loss})
+        self.last = time.perf_counter()
+        return True
 
 
 @torch.no_grad()
