@@ -201,7 +201,8 @@ ARCH = {"max_length": 32, "hidden": 64, "layers": 3, "max_separation": 8}
 DEFAULTS = {**ARCH, "length": 32, "min_length": 32, "sampling_steps": 50, "num_train_steps": 1000,
             "schedule": "cosine", "eta": 1.0}
 PRETRAIN = {"train_steps": 5000, "batch_size": 16, "lr": 1e-3, "warmup": 100, "eval_samples": 64,
-            "snr_cap": 5.0, "ema": 0.999, "train_minutes": None, "checkpoint_minutes": 5.0, "init": None}
+            "snr_cap": 5.0, "ema": 0.999, "train_minutes": None, "checkpoint_minutes": 5.0, "init": None,
+            "strand_oversample": 0.0}
 
 
 class ProteinBackbonePlugin(ModelPlugin):
@@ -244,6 +245,7 @@ class ProteinBackbonePlugin(ModelPlugin):
             raise ValueError(f"fragments have {frags.shape[1]} residues, fewer than max_length {opts['max_length']}")
         frags = frags[:, : opts["max_length"]]
         data = encode_backbones(frags)
+        weights = fragment_weights(frags, float(train["strand_oversample"]))
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         model = self.build(opts)
@@ -261,7 +263,7 @@ class ProteinBackbonePlugin(ModelPlugin):
         step, losses = 0, []
         while step < steps and time.perf_counter() - started < budget:
             schedule.apply(optimiser, float(train["lr"]), step, time.perf_counter() - started if minutes else step)
-            idx = torch.randint(0, len(data), (int(train["batch_size"]),), generator=g)
+            idx = torch.multinomial(weights, int(train["batch_size"]), replacement=True, generator=g)
             x0 = random_rotation(data[idx], g)
             loss = weighted_loss(model, x0, mask, float(train["snr_cap"]), g)
             losses.append(optimiser_step(model, ema, optimiser, loss, float(train["ema"]), step))
@@ -318,6 +320,20 @@ class ProteinBackbonePlugin(ModelPlugin):
             for key, value in geometry_report(decode_states(states)).items():
                 extras[key + suffix] = value
         return extras
+
+
+def fragment_weights(fragments: np.ndarray, strand_oversample: float) -> torch.Tensor:
+    """(n,) sampling weights of training fragments (n, L, 4, 3): 1 + strand_oversample × the
+    fragment's DSSP strand fraction, so sheets, which a small model learns last, can be shown
+    more often; uniform when strand_oversample is 0."""
+    if strand_oversample < 0:
+        raise ValueError(f"strand_oversample must be >= 0, got {strand_oversample}")
+    if strand_oversample == 0:
+        return torch.ones(len(fragments), dtype=torch.float64)
+    from vardbio_oracles.structure import SecondaryStructure
+
+    strand = SecondaryStructure("strand").score(list(fragments)).values
+    return torch.as_tensor(1.0 + strand_oversample * np.nan_to_num(strand, nan=0.0), dtype=torch.float64)
 
 
 def weighted_loss(model: DiffusionModel, x0: torch.Tensor, mask: torch.Tensor, snr_cap: float,

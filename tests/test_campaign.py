@@ -112,6 +112,7 @@ def test_bench_writes_json_and_plot(tmp_path, capsys):
     (["run", "campaign.model.name=no_such_model"], "unknown model 'no_such_model'; available: "),
     (["run", "campaign.reward.0.oracle=nope"], "unknown oracle 'nope'; available:"),
     (["sample", "checkpoint=/no/such/file.pt"], "checkpoint not found"),
+    (["run", "+campaign.model.value_head.input=blurred"], "model.value_head.input must be one of"),
 ])
 def test_bad_input_gives_a_clear_message(tmp_path, capsys, args, message):
     assert main([*args, f"out_dir={tmp_path}/x"] if args[0] == "run" else args) == 2
@@ -151,3 +152,10 @@ def test_reward_terms_table_marks_failures(tmp_path):
                            np.array([2.0, np.nan]), [None, "qed: sanitisation failed"], path)
     assert path.read_text().splitlines() == ["design,qed,sa,reward,failure", "0,0.5,3.25,2,",
                                              "1,,2,,qed: sanitisation failed"]
+
+
+def test_value_head_on_the_denoised_estimate_runs_a_campaign(tmp_path):
+    out = tmp_path / "denoised"
+    assert main(["run", *_small(out, "+campaign.model.value_head.input=denoised")]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["value_r2"] > 0.1 and summary["reward_final"]["mean"] > summary["reward_initial"]["mean"] + 0.5

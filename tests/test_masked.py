@@ -114,3 +114,12 @@ def test_vard_on_discrete_steps_reaches_the_exact_optimum(tmp_path):
     assert abs(final - optimum) <= 0.10 * abs(optimum - initial)
     assert abs(s["kl_to_reference"] - kl_opt) <= 0.25 * kl_opt
     assert s["oracle_calls"] <= 1024
+
+
+def test_masked_denoised_estimate_keeps_revealed_tokens_and_spreads_masked_ones():
+    process = MaskedDiffusion(MaskedDiffusionConfig(vocab_size=3, sampling_steps=4))
+    x_t = torch.tensor([[[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]])  # token 1, then a mask
+    logits = torch.tensor([[[5.0, -1.0, 0.0], [0.0, 1.0, 2.0]]])
+    estimate = process.denoised(logits, x_t, torch.tensor([0.5]), None)
+    assert torch.equal(estimate[0, 0], x_t[0, 0])
+    assert torch.allclose(estimate[0, 1, :3], torch.softmax(logits[0, 1], -1)) and estimate[0, 1, 3] == 0

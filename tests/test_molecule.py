@@ -7,6 +7,7 @@ import torch
 from rdkit import Chem
 
 from vardbio.testing import check_model_contract
+from vardbio.value import with_value_input
 from vardbio_models import molecule as mol_mod
 from vardbio_models.molecule import (
     DatasetParams, DecodeFailure, build_dataset, canonical, decode_molecules, encode_state,
@@ -76,9 +77,11 @@ def test_denoiser_is_equivariant(model):
     assert not torch.allclose(out2, out[:, perm], atol=1e-4)
 
 
+@pytest.mark.parametrize("value_input", ["noisy", "denoised"])
 @pytest.mark.parametrize("kind", ["egnn", "set"])
-def test_value_head_is_invariant(model, kind):
-    head = plugin.value_head(model, {"kind": kind, "hidden": 16, "layers": 2})
+def test_value_head_is_invariant(model, kind, value_input):
+    head = with_value_input(plugin.value_head(model, {"kind": kind, "hidden": 16, "layers": 2}), value_input,
+                            model.frozen_copy())
     for p in head.parameters():  # move away from the tiny initial coordinate weights
         p.data.add_(0.1 * torch.randn_like(p))
     x, mask = _random_state(model, 5, seed=4)

@@ -124,3 +124,19 @@ def test_eta_one_step_variance_is_the_ddpm_posterior_variance():
     beta_t = 1 - a_t / a_s
     posterior = (1 - a_s) / (1 - a_t) * beta_t
     assert math.isclose(process.step_std(k) ** 2, float(posterior), rel_tol=1e-9)
+
+
+@pytest.mark.parametrize("prediction", ["eps", "x0"])
+def test_denoised_estimate_from_the_true_noise_is_the_data_point(prediction):
+    process = GaussianProcess(GaussianProcessConfig(num_train_steps=100, sampling_steps=10,
+                                                    prediction=prediction, com_dims=2))
+    mask = torch.tensor([[True, True, True, False]])
+    x0 = torch.tensor([[[1.0, 2.0], [-1.5, 0.5], [0.5, -2.5], [0.0, 0.0]]])
+    noise = process.projection(mask)(torch.randn(1, 4, 2, generator=torch.Generator().manual_seed(0)))
+    for k in (0, 4, 10):
+        index = process.times[k]
+        x_t = process.add_noise(x0, torch.tensor([index]), noise) * mask[..., None]
+        out = noise if prediction == "eps" else x0
+        estimate = process.denoised(out, x_t, torch.tensor([process.time(k)]), mask)
+        assert torch.allclose(estimate, x0, atol=1e-4), k
+

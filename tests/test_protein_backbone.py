@@ -8,6 +8,7 @@ import torch
 
 from vardbio import registry
 from vardbio.testing import check_model_contract
+from vardbio.value import with_value_input
 from vardbio_models import protein_backbone as pb
 
 TINY = {"max_length": 12, "length": 10, "min_length": 4, "hidden": 16, "layers": 2, "sampling_steps": 5,
@@ -65,9 +66,12 @@ def test_denoiser_is_rotation_and_translation_equivariant():
     assert torch.allclose(mean_rot, _transform(mean, rot, torch.zeros(3)), atol=1e-4)
 
 
-def test_value_head_is_rotation_and_translation_invariant():
+@pytest.mark.parametrize("value_input", ["noisy", "denoised"])
+def test_value_head_is_rotation_and_translation_invariant(value_input):
     torch.manual_seed(0)
-    head = pb.plugin.value_head(pb.plugin.build(TINY), {"hidden": 16, "layers": 2})
+    model = pb.plugin.build(TINY)
+    head = with_value_input(pb.plugin.value_head(model, {"hidden": 16, "layers": 2}), value_input,
+                            model.frozen_copy())
     x = _fragments() + 0.3 * torch.randn(3, 10, 12)
     t = torch.tensor([0.2, 0.6, 1.0])
     with torch.no_grad():
@@ -153,3 +157,18 @@ def test_shipped_checkpoint_samples_chain_like_backbones():
     assert all(d.shape == (32, 4, 3) and np.isfinite(d).all() for d in designs)
     caca = np.linalg.norm(np.diff(designs[0][:, 1], axis=0), axis=1)
     assert 2.5 < np.median(caca) < 4.5
+
+
+def test_fragment_weights_favour_strand_rich_fragments_and_reject_negative_factors():
+    from vardbio_oracles.structure import SecondaryStructure
+
+    frags = pb.read_fragments()[:40]
+    strand = SecondaryStructure("strand").score(list(frags)).values
+    assert strand.max() > 0 and strand.min() == 0, "need fragments with and without strands"
+    uniform = pb.fragment_weights(frags, 0.0)
+    assert torch.equal(uniform, torch.ones(40, dtype=torch.float64))
+    weighted = pb.fragment_weights(frags, 8.0).numpy()
+    np.testing.assert_allclose(weighted, 1.0 + 8.0 * strand)
+    assert weighted[strand.argmax()] > weighted[strand.argmin()]
+    with pytest.raises(ValueError, match="strand_oversample"):
+        pb.fragment_weights(frags, -1.0)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from vardbio.model.diffusion import Trajectory
-from vardbio.value import ValueFitConfig, ValueHead, VectorValueNet, fit_value, linex_loss
+from vardbio.value import ValueFitConfig, ValueHead, VectorValueNet, fit_value, linex_loss, with_value_input
 
 
 def _synthetic(n=600, steps=4, seed=0):
@@ -84,3 +84,45 @@ def test_soft_fit_lands_above_the_mean_fit_by_the_gaussian_gap():
         preds[target] = head(torch.tensor([[0.0], [1.0]]), torch.zeros(2))
     gap = preds["soft"] - preds["mean"]
     assert torch.allclose(gap, torch.full((2,), 1 / (2 * beta)), atol=0.12)
+
+
+def _toy_reference():
+    from vardbio_models.toy import plugin
+
+    return plugin.load({"dataset": "gaussian2"}).frozen_copy()
+
+
+def test_denoised_input_is_not_fitted_or_saved_and_passes_gradients_to_the_state():
+    reference = _toy_reference()
+    head = with_value_input(ValueHead(VectorValueNet(2, hidden=16, depth=1)), "denoised", reference)
+    assert sum(p.numel() for p in head.parameters()) == sum(p.numel() for p in head.network.parameters())
+    assert all(k.startswith(("network.", "reward_")) for k in head.state_dict())
+    x = torch.randn(5, 2, requires_grad=True)
+    t = torch.full((5,), 0.7)
+    head(x, t).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.allclose(head.map_inputs(x.detach(), t), reference.denoised(x.detach(), t, None))
+    with pytest.raises(ValueError, match="expected one of"):
+        with_value_input(head, "blurred", reference)
+
+
+def test_fitting_a_denoised_head_equals_fitting_on_denoised_states():
+    """The fit maps each state through the reference once: the same fit, step for step, as a
+    plain head fitted on a trajectory of denoised states."""
+    reference = _toy_reference()
+    traj = reference.rollout(64, torch.Generator().manual_seed(0))
+    times = [reference.process.time(k) for k in range(reference.num_steps + 1)]
+    rewards = traj.final.sum(-1).double().numpy()
+    with torch.no_grad():
+        denoised = torch.stack([reference.denoised(s, torch.full((64,), t), None) for s, t in zip(traj.states, times)])
+    config = ValueFitConfig(epochs=5, patience=0)
+    reports, heads = [], []
+    for states, value_input in ((traj.states, "denoised"), (denoised, "noisy")):
+        torch.manual_seed(1)
+        head = with_value_input(ValueHead(VectorValueNet(2, hidden=16, depth=1)), value_input, reference)
+        reports.append(fit_value(head, Trajectory(states), rewards, times, config,
+                                 generator=torch.Generator().manual_seed(2)))
+        heads.append(head)
+    assert reports[0].r2 == pytest.approx(reports[1].r2, abs=1e-6)
+    for a, b in zip(heads[0].network.parameters(), heads[1].network.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)

@@ -31,7 +31,7 @@ from vardbio.model.plugin import ModelPlugin
 from vardbio.reward.compose import build_reward, build_runtime
 from vardbio.reward.ledger import OracleLedger
 from vardbio.reward.reward import Reward
-from vardbio.value.heads import ValueHead
+from vardbio.value.heads import VALUE_INPUTS, ValueHead, with_value_input
 
 STATE_FILE = "checkpoints/last.pt"
 EVAL_SEED_OFFSET = 1_000_003
@@ -92,9 +92,14 @@ class Campaign:
         eval_reward = build_campaign_reward(camp, OracleLedger(), out_dir, dist.is_main, config.progress)
         generator = torch.Generator().manual_seed(dist.rank_seed(config.seed))
         head_options = dict(camp.model.value_head)
+        value_input = head_options.pop("input", "noisy")
+        if value_input not in VALUE_INPUTS:
+            raise ValueError(f"campaign {camp.name}: model.value_head.input must be one of {VALUE_INPUTS}, "
+                             f"got '{value_input}'")
 
         def make_value_head() -> ValueHead:
-            return plugin.value_head(reference, head_options).to(dist.device)
+            head = plugin.value_head(reference, head_options).to(dist.device)
+            return with_value_input(head, value_input, reference)
 
         algo_settings = dict(config.algorithm)
         algo_name = algo_settings.pop("name", None)

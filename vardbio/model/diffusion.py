@@ -107,6 +107,10 @@ class DiffusionModel(nn.Module):
         out = self.denoiser(x_t, self.time_tensor(k, x_t.shape[0], x_t), mask)
         return self.process.reverse_step(out, x_t, k, mask)
 
+    def denoised(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The model's estimate of the clean state from x_t (B, ...) at noise levels t (B,)."""
+        return self.process.denoised(self.denoiser(x_t, t, mask), x_t, t, mask)
+
     def decode(self, x0: torch.Tensor, mask: torch.Tensor | None = None) -> list[Any]:
         return self.decoder(x0.detach().cpu(), None if mask is None else mask.cpu())
 

@@ -43,3 +43,9 @@ class DiffusionProcess(ABC):
     def training_loss(self, denoiser: Denoiser, x0: torch.Tensor, mask: torch.Tensor | None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """Scalar denoising loss on a batch of clean data x0 (B, ...)."""
+
+    def denoised(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                 mask: torch.Tensor | None) -> torch.Tensor:
+        """The denoiser's estimate of the clean state E[x_0 | x_t], shape of x_t (B, ...),
+        from its output at noise levels t (B,). Value heads may read it instead of x_t."""
+        raise NotImplementedError(f"{type(self).__name__} does not define a denoised estimate of x_0")

@@ -111,6 +111,18 @@ class GaussianProcess(DiffusionProcess):
         mean = proj(math.sqrt(a_s) * x0 + direction * eps)
         return GaussianStep(mean, std, proj)
 
+    def denoised(self, model_output, x_t, t, mask):
+        """x̂_0 (B, ...) at noise levels t (B,) = training time / (T - 1): the x0-prediction
+        itself, or (x_t - sqrt(1 - ᾱ_t) ε̂) / sqrt(ᾱ_t) for ε-prediction; on the zero-CoM
+        subspace when the process has one."""
+        proj = self.projection(mask)
+        model_output = proj(model_output)
+        if self.config.prediction != "eps":
+            return model_output
+        index = (t.detach().double().cpu() * (self.config.num_train_steps - 1)).round().long()
+        a = self.alpha_bar[index].to(x_t.dtype).to(x_t.device).view(-1, *([1] * (x_t.dim() - 1)))
+        return proj((x_t - (1 - a).sqrt() * model_output) / a.sqrt())
+
     def add_noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t for integer training times t (B,), clean x0 and noise (B, ...)."""
         a = self.alpha_bar.to(x0.dtype)[t].view(-1, *([1] * (x0.dim() - 1)))

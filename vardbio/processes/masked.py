@@ -132,6 +132,13 @@ class MaskedDiffusion(DiffusionProcess):
         probs = is_masked * reveal + (1 - is_masked) * x_t
         return CategoricalStep(probs, mask, self.config.relax_temperature)
 
+    def denoised(self, model_output, x_t, t, mask):
+        """E[x_0 | x_t] as (B, L, V+1) probabilities: revealed tokens as they are, masked
+        positions the denoiser's token distribution (mask channel 0)."""
+        is_masked = x_t[..., self.mask_index:self.mask_index + 1]
+        probs = torch.cat([torch.softmax(model_output, dim=-1), torch.zeros_like(is_masked)], -1)
+        return is_masked * probs + (1 - is_masked) * x_t
+
     def training_loss(self, denoiser: Denoiser, x0, mask, generator=None):
         """Cross-entropy of the denoiser on masked positions at uniformly drawn times.
 

@@ -109,8 +109,8 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
     t_all = torch.as_tensor(times, dtype=torch.float32)
 
     standardised = (r - mean) / scale
-    x_train, t_train, m_train, y_train = _pairs(traj, train, t_all, standardised)
-    held_out = _pairs(traj, hold, t_all, standardised) if len(hold) else None
+    x_train, t_train, m_train, y_train = _mapped_pairs(head, traj, train, t_all, standardised)
+    held_out = _mapped_pairs(head, traj, hold, t_all, standardised) if len(hold) else None
     soft_beta = None if config.target == "mean" else beta / float(scale)
 
     def objective(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -126,7 +126,8 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
         perm = torch.randperm(len(y_train), generator=generator)
         for start in range(0, len(perm), config.batch_size):
             idx = perm[start:start + config.batch_size]
-            pred = head.standardised(x_train[idx], t_train[idx], None if m_train is None else m_train[idx])
+            pred = head.standardised(x_train[idx], t_train[idx], None if m_train is None else m_train[idx],
+                                     mapped=True)
             loss = objective(pred, y_train[idx])
             optimiser.zero_grad()
             loss.backward()
@@ -137,7 +138,7 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
         head.eval()
         with torch.no_grad():
             x_h, t_h, m_h, y_h = held_out
-            held_loss = float(objective(head.standardised(x_h, t_h, m_h), y_h))
+            held_loss = float(objective(head.standardised(x_h, t_h, m_h, mapped=True), y_h))
         if held_loss < best[0]:
             best = (held_loss, epoch, copy.deepcopy(head.state_dict()))
         elif config.patience and epoch - best[1] >= config.patience:
@@ -148,6 +149,13 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
     best_epoch = best[1] if held_out is not None else config.epochs
     r2, per_bucket, edges = _heldout_r2(head, traj, hold, t_all, r, config.time_buckets)
     return ValueFitReport(n, n_dropped, final_loss, best_epoch, r2, per_bucket, edges)
+
+
+def _mapped_pairs(head: ValueHead, traj: Trajectory, chains: torch.Tensor, times: torch.Tensor,
+                  targets: torch.Tensor):
+    """_pairs with the states passed through the head's input map once."""
+    x, t, m, y = _pairs(traj, chains, times, targets)
+    return head.map_inputs(x, t, m), t, m, y
 
 
 def _pairs(traj: Trajectory, chains: torch.Tensor, times: torch.Tensor, targets: torch.Tensor):
