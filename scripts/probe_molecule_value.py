@@ -1,23 +1,26 @@
 """Can a molecule value network tell, from a clean final sample, whether it decodes to a
-valid molecule? Fits each network on the validity label (1 valid, 0 not) of the final
-states of shipped-model samples and prints training and held-out R² as it goes.
+valid molecule (--target validity), or what the QED of a valid one is (--target qed)? Fits
+each network on the label of the final states of shipped-model samples (for QED, the valid
+ones only) and prints training and held-out R² as it goes.
 
-    python scripts/probe_molecule_value.py [--samples 512] [--epochs 200] [--checkpoint P]
+    python scripts/probe_molecule_value.py [--target validity] [--samples 512] [--epochs 200]
 
-If a network cannot predict validity at t = 0, where the state is the design, a value head
-cannot learn a reward in which validity matters from those samples either.
+If a network cannot predict the label at t = 0, where the state is the design, a value head
+cannot learn a reward that depends on it from those samples either.
 """
 from __future__ import annotations
 
 import argparse
 
 import torch
+from rdkit.Chem import QED
 
 from vardbio_models.molecule import DecodeFailure, MoleculeSetValueNet, MoleculeValueNet, plugin
 
 
-def validity_data(samples: int, checkpoint: str | None, seed: int):
-    """Final states (n, max_atoms, F), masks (n, max_atoms) and labels (n,) of fresh samples."""
+def labelled_samples(samples: int, checkpoint: str | None, seed: int, target: str):
+    """Final states (n, max_atoms, F), masks (n, max_atoms) and labels (n,) of fresh samples:
+    validity (1 or 0) of every sample, or QED of the valid ones."""
     model = plugin.load({"repair_hydrogens": True}, checkpoint).eval()
     width = int(model.spec["options"]["max_atoms"])
     generator = torch.Generator().manual_seed(seed)
@@ -26,10 +29,15 @@ def validity_data(samples: int, checkpoint: str | None, seed: int):
         for start in range(0, samples, 256):
             traj = model.rollout(min(256, samples - start), generator)
             designs = model.decode(traj.final, traj.mask)
-            labels += [0.0 if isinstance(d, DecodeFailure) else 1.0 for d in designs]
+            keep = [target == "validity" or not isinstance(d, DecodeFailure) for d in designs]
+            if target == "validity":
+                labels += [0.0 if isinstance(d, DecodeFailure) else 1.0 for d in designs]
+            else:
+                labels += [QED.qed(d) for d, k in zip(designs, keep) if k]
             pad = width - traj.final.shape[1]
-            states.append(torch.nn.functional.pad(traj.final, (0, 0, 0, pad)))
-            masks.append(torch.nn.functional.pad(traj.mask, (0, pad)))
+            keep_t = torch.tensor(keep)
+            states.append(torch.nn.functional.pad(traj.final, (0, 0, 0, pad))[keep_t])
+            masks.append(torch.nn.functional.pad(traj.mask, (0, pad))[keep_t])
     return torch.cat(states), torch.cat(masks), torch.tensor(labels)
 
 
@@ -39,6 +47,7 @@ def r2(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--target", choices=("validity", "qed"), default="validity")
     parser.add_argument("--samples", type=int, default=512)
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--checkpoint", default=None)
@@ -46,12 +55,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    x, mask, y = validity_data(args.samples, args.checkpoint, args.seed)
+    x, mask, y = labelled_samples(args.samples, args.checkpoint, args.seed, args.target)
     n_train = int(0.8 * len(y))
     train, test = slice(0, n_train), slice(n_train, len(y))
     target = (y - y[train].mean()) / y[train].std()
     t = torch.zeros(len(y))
-    print(f"{len(y)} samples, {y.mean():.1%} valid; {n_train} for training, the rest held out")
+    label = f"{y.mean():.1%} valid" if args.target == "validity" else f"valid ones, mean QED {y.mean():.3f}"
+    print(f"{len(y)} samples ({label}); {n_train} for training, the rest held out")
     for name, net in (("set", MoleculeSetValueNet(64, 2)), ("egnn", MoleculeValueNet(64, 3))):
         optimiser = torch.optim.Adam(net.parameters(), 2e-3)
         for epoch in range(args.epochs):
