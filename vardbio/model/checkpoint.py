@@ -37,10 +37,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
 
 def load_weights(model: DiffusionModel, path: str | Path) -> DiffusionModel:
     """Load weights into `model`, refusing a checkpoint whose spec differs."""
-    blob = read_checkpoint(path)
+    return apply_weights(model, read_checkpoint(path), path)
+
+
+def apply_weights(model: DiffusionModel, blob: dict[str, Any], source: str | Path) -> DiffusionModel:
+    """load_weights for a checkpoint already read with read_checkpoint (`source` names it)."""
     if blob["spec"] != model.spec:
         raise CheckpointMismatchError(
-            f"checkpoint {path} was made for model {blob['spec']}, not {model.spec}"
+            f"checkpoint {source} was made for model {blob['spec']}, not {model.spec}"
         )
     model.load_state_dict(blob["state_dict"])
     return model

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from vardbio.model.checkpoint import load_weights, read_checkpoint, save_model
+from vardbio.model.checkpoint import apply_weights, read_checkpoint, save_model
 from vardbio.model.diffusion import DiffusionModel
 
 
@@ -85,8 +85,9 @@ def warm_start(model: DiffusionModel, checkpoint: str | Path | None) -> dict[str
     and seconds it had already had (0 when `checkpoint` is None)."""
     if not checkpoint:
         return {"init": None, "earlier_train_steps": 0, "earlier_train_seconds": 0.0}
-    load_weights(model, checkpoint)
-    extra = read_checkpoint(checkpoint).get("extra", {})
+    blob = read_checkpoint(checkpoint)
+    apply_weights(model, blob, checkpoint)
+    extra = blob.get("extra", {})
     earlier = extra.get("pretrain_metrics") or {}
     return {"init": str(checkpoint),
             "earlier_train_steps": int(earlier.get("total_train_steps", earlier.get("train_steps", 0))),
