@@ -29,15 +29,16 @@ def labelled_samples(samples: int, checkpoint: str | None, seed: int, target: st
         for start in range(0, samples, 256):
             traj = model.rollout(min(256, samples - start), generator)
             designs = model.decode(traj.final, traj.mask)
-            keep = [target == "validity" or not isinstance(d, DecodeFailure) for d in designs]
+            valid = torch.tensor([not isinstance(d, DecodeFailure) for d in designs])
             if target == "validity":
-                labels += [0.0 if isinstance(d, DecodeFailure) else 1.0 for d in designs]
+                keep = torch.ones_like(valid)
+                labels += valid.float().tolist()
             else:
+                keep = valid
                 labels += [QED.qed(d) for d, k in zip(designs, keep) if k]
             pad = width - traj.final.shape[1]
-            keep_t = torch.tensor(keep)
-            states.append(torch.nn.functional.pad(traj.final, (0, 0, 0, pad))[keep_t])
-            masks.append(torch.nn.functional.pad(traj.mask, (0, pad))[keep_t])
+            states.append(torch.nn.functional.pad(traj.final, (0, 0, 0, pad))[keep])
+            masks.append(torch.nn.functional.pad(traj.mask, (0, pad))[keep])
     return torch.cat(states), torch.cat(masks), torch.tensor(labels)
 
 

@@ -147,7 +147,7 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
         head.load_state_dict(best[2])
     head.eval()
     best_epoch = best[1] if held_out is not None else config.epochs
-    r2, per_bucket, edges = _heldout_r2(head, traj, hold, t_all, r, config.time_buckets)
+    r2, per_bucket, edges = _heldout_r2(head, held_out if len(hold) >= 2 else None, config.time_buckets)
     return ValueFitReport(n, n_dropped, final_loss, best_epoch, r2, per_bucket, edges)
 
 
@@ -170,12 +170,14 @@ def _pairs(traj: Trajectory, chains: torch.Tensor, times: torch.Tensor, targets:
 
 
 @torch.no_grad()
-def _heldout_r2(head, traj, hold, times, rewards, buckets):
+def _heldout_r2(head, held_out, buckets):
+    """R² on the held-out pairs (already through the input map), overall and per noise
+    bucket; standardised predictions and targets give the same R² as reward units."""
     edges = np.linspace(0.0, 1.0, buckets + 1).tolist()
-    if len(hold) < 2:
+    if held_out is None:
         return float("nan"), [float("nan")] * buckets, edges
-    x, t, m, y = _pairs(traj, hold, times, rewards)
-    pred = head(x, t, m)
+    x, t, m, y = held_out
+    pred = head.standardised(x, t, m, mapped=True)
     per_bucket = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (t >= lo) & ((t < hi) if hi < 1.0 else (t <= hi))
