@@ -15,10 +15,12 @@ $(PY):
 
 # torch first, pinned, so that nothing below pulls a different (CUDA) build.
 # The tests also use an external plugin package, installed as a user would install one.
+# guacamol, the reference for the PMO oracles' tests, goes in with --no-deps: it requires rdkit-pypi and FCD.
 PLUGIN := tests/plugin_pkg
 $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps guacamol==0.5.5
 	$(PY) -m pip install --quiet --no-deps ./$(PLUGIN)
 	touch $(STAMP)
 
