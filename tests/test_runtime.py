@@ -249,3 +249,104 @@ def test_progress_bar_for_long_batches(capsys):
     rt = OracleRuntime(executor="inprocess", progress=5)
     rt.evaluate(Square(), list(range(10)))
     assert "oracle" in capsys.readouterr().err
+
+
+_SLOW_ORACLE = '''
+import os, threading, time
+
+def slow(marker, run, x):
+    """Appends 'run start x' to the marker file at each real call, then takes 0.1 s."""
+    with open(marker, "a") as f:
+        f.write(f"{run} start {x} {os.getpid()}-{threading.get_ident()}\\n")
+    time.sleep(0.1)
+    return float(x)
+'''
+
+_SCORE_BATCH = '''
+import concurrent.futures as cf, functools, json, sys
+sys.path.insert(0, sys.argv[1])
+from slowmark import slow
+from vardbio.reward.oracle import FunctionOracle
+from vardbio.reward.runtime import OracleRuntime
+
+if __name__ == "__main__":
+    folder, kind, run, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    executor = cf.ThreadPoolExecutor(2) if kind == "user" else kind
+    rt = OracleRuntime(executor=executor, max_workers=2, cache=folder + "/cache.sqlite",
+                       progress=None)
+    oracle = FunctionOracle(functools.partial(slow, folder + "/marker", run), name="slow")
+    res = rt.evaluate(oracle, list(range(n)))
+    print(json.dumps({"calls": rt.ledger.total_calls, "hits": rt.ledger.cache_hits["slow"],
+                      "values": res.values.tolist()}))
+'''
+
+
+@pytest.mark.parametrize("kind", ["inprocess", "thread", "process", "user"])
+def test_results_are_durable_when_killed_mid_batch(tmp_path, kind):
+    """kill -9 in the middle of a batch: every result already returned is in the cache, so
+    the rerun pays only for the designs not scored yet (plus the calls that were in flight)."""
+    import json
+    import signal
+
+    (tmp_path / "slowmark.py").write_text(_SLOW_ORACLE)
+    (tmp_path / "score.py").write_text(_SCORE_BATCH)
+    marker = tmp_path / "marker"
+    n, k = 12, 4
+    workers = 1 if kind == "inprocess" else 2
+
+    def starts(run):
+        text = marker.read_text() if marker.exists() else ""
+        return [line.split()[2] for line in text.splitlines() if line.startswith(f"{run} start")]
+
+    def command(run):
+        return [sys.executable, str(tmp_path / "score.py"), str(tmp_path), kind, str(run), str(n)]
+
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(command(1), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A call starts only after the one `workers` places before it was stored, so k + workers
+    # starts mean at least k results are in the cache.
+    deadline = time.monotonic() + 60
+    while len(starts(1)) < k + workers:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "the first run never got going"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    time.sleep(0.15)  # an orphaned pool worker may finish the call it was given
+
+    cached = OracleCache(tmp_path / "cache.sqlite")
+    scored = {key for key, _ in cached._connect().execute("SELECT design_key, value FROM scores")}
+    assert len(scored) >= k
+    assert all(v == float(key.split(":")[1]) for key, v in
+               cached._connect().execute("SELECT design_key, value FROM scores"))
+    cached.close()
+
+    second = json.loads(subprocess.run(command(2), env=env, capture_output=True, text=True,
+                                       check=True).stdout)
+    assert second["values"] == [float(x) for x in range(n)]
+    assert second["hits"] == len(scored) and second["calls"] == n - len(scored)
+    assert len(starts(2)) == n - len(scored)
+    assert not set(starts(2)) & {key.split(":")[1] for key in scored}
+    in_flight = len(starts(1)) - len(scored)
+    assert 0 <= in_flight <= workers
+    assert len(starts(1)) + len(starts(2)) <= n + workers
+
+
+class InterruptAt3(Square):
+    """Square, but Ctrl-C arrives while 3 is being scored."""
+
+    def score_one(self, x):
+        if x == 3:
+            raise KeyboardInterrupt
+        return super().score_one(x)
+
+
+def test_interrupted_batch_keeps_its_results_and_counts_its_calls(tmp_path):
+    rt = OracleRuntime(executor="inprocess", cache=tmp_path / "c.sqlite")
+    with pytest.raises(KeyboardInterrupt):
+        rt.evaluate(InterruptAt3(), [1, 2, 3, 4])
+    # 1, 2 and the interrupted 3 were real calls; 1 and 2 are already cached
+    assert rt.ledger.calls["square"] == 3 and len(rt.cache) == 2
+    res = rt.evaluate(Square(), [1, 2, 3, 4])
+    np.testing.assert_array_equal(res.values, [1, 4, 9, 16])
+    assert rt.ledger.calls["square"] == 5 and rt.ledger.cache_hits["square"] == 2

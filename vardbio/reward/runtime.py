@@ -17,10 +17,12 @@
    - "auto" (default): "process" for `oracle.cpu_heavy`, otherwise "inprocess";
 4. retries designs that failed in the runtime (crash, timeout) up to `retries` times; a
    NaN the oracle itself returned is a verdict on the design and is not retried;
-5. records in the ledger the real calls (every design sent to the oracle, retries and
+5. stores each new score in the cache as soon as its call returns (one short transaction
+   per completed chunk, before the worker that returned it is given the next chunk), so a
+   run killed mid-batch (even with SIGKILL) pays again only for the calls in flight;
+6. records in the ledger the real calls (every design sent to the oracle, retries and
    re-runs included), the cache hits (cached designs and duplicates within the batch) and
-   the failures (designs whose real call ended NaN); stores new scores with their
-   provenance in the cache; shows a progress bar for long batches.
+   the failures (designs whose real call ended NaN); shows a progress bar for long batches.
 
 Every result carries `provenance` (oracle name, version, params, real calls, cache hits) and
 `from_cache` per design; the cache keeps name, version and params with every stored score.
@@ -38,7 +40,7 @@ from collections import deque
 from dataclasses import dataclass
 from multiprocessing.connection import wait as mp_wait
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -279,20 +281,21 @@ class OracleRuntime(OracleEvaluator):
         hits = n - len(first)
         self.ledger.check(len(first))
 
-        outcomes, n_calls = self._run(oracle, designs, first) if first else ({}, 0)
-        to_store = []
+        def store(done: list[tuple[int, _Outcome]]) -> None:
+            # Called as each chunk completes, before its worker is given the next one.
+            rows = [(keys[i], out.value, out.reason) for i, out in done
+                    if keys[i] is not None and out.cacheable
+                    and (self.cache_failures or not np.isnan(out.value))]
+            self.cache.put_many(identity, rows)
+
+        on_done = store if self.cache is not None else None
+        outcomes, n_calls = self._run(oracle, designs, first, on_done) if first else ({}, 0)
         failures = 0
         for group in todo.values():
             out = outcomes[group[0]]
             failures += int(np.isnan(out.value))
             for i in group:
                 values[i], reasons[i] = out.value, out.reason
-            key = keys[group[0]]
-            if key is not None and out.cacheable and (
-                    self.cache_failures or not np.isnan(out.value)):
-                to_store.append((key, out.value, out.reason))
-        if self.cache is not None:
-            self.cache.put_many(identity, to_store)
         self.ledger.record(oracle.name, calls=n_calls, cache_hits=hits, failures=failures)
         provenance = dict(provenance, n_designs=n, real_calls=n_calls, cache_hits=hits)
         return OracleResult(values, reasons, provenance=provenance, from_cache=from_cache)
@@ -337,11 +340,17 @@ class OracleRuntime(OracleEvaluator):
         from tqdm.auto import tqdm
         return tqdm(total=total, desc="oracle", unit="design", leave=False)
 
-    def _run(self, oracle: Oracle, designs: list, index: list[int]) -> tuple[dict, int]:
-        """Score designs[i] for i in index; returns ({i: _Outcome}, real calls made)."""
+    def _run(self, oracle: Oracle, designs: list, index: list[int],
+             on_done: Callable[[list[tuple[int, "_Outcome"]]], None] | None = None,
+             ) -> tuple[dict, int]:
+        """Score designs[i] for i in index; returns ({i: _Outcome}, real calls made).
+
+        on_done([(i, outcome), ...]) is called with each chunk's final outcomes as soon as
+        they are known, before the executor is given more work (the cache writes them).
+        """
         kind = self._kind(oracle)
         queue = deque(index[s:s + self.chunk_size] for s in range(0, len(index), self.chunk_size))
-        state = _RunState(self, oracle, designs, queue, self._bar(len(index)))
+        state = _RunState(self, oracle, designs, queue, self._bar(len(index)), on_done)
         try:
             if kind == "inprocess":
                 self._run_inprocess(state)
@@ -353,6 +362,17 @@ class OracleRuntime(OracleEvaluator):
                         self._threads = cf.ThreadPoolExecutor(self.max_workers)
                     kind = self._threads
                 self._run_executor(state, kind)
+        except BaseException:
+            # Interrupted (Ctrl-C, a cache that cannot be written): the calls already made
+            # were paid for and their results may be cached, so the ledger counts them; a
+            # worker still busy with this batch would answer the next one, so it goes.
+            if self._pool is not None:
+                for worker in self._pool.busy():
+                    self._pool.discard(worker)
+            if state.calls:
+                self.ledger.record(oracle.name, calls=state.calls, failures=sum(
+                    int(np.isnan(o.value)) for o in state.outcomes.values()))
+            raise
         finally:
             if state.bar is not None:
                 state.bar.close()
@@ -370,6 +390,14 @@ class OracleRuntime(OracleEvaluator):
 
     def _run_executor(self, st: "_RunState", executor: cf.Executor) -> None:
         running: dict[cf.Future, tuple[list[int], float]] = {}
+        try:
+            self._drive_executor(st, executor, running)
+        finally:
+            for fut in running:  # left over only when interrupted
+                fut.cancel()
+
+    def _drive_executor(self, st: "_RunState", executor: cf.Executor,
+                        running: dict[cf.Future, tuple[list[int], float]]) -> None:
         while st.queue or running:
             while st.queue and len(running) < self.max_workers:
                 chunk = st.take()
@@ -472,8 +500,10 @@ class OracleRuntime(OracleEvaluator):
 class _RunState:
     """Book-keeping of one batch: the queue of chunks, attempts, outcomes, calls made."""
 
-    def __init__(self, rt: OracleRuntime, oracle: Oracle, designs: list, queue: deque, bar):
+    def __init__(self, rt: OracleRuntime, oracle: Oracle, designs: list, queue: deque, bar,
+                 on_done: Callable[[list[tuple[int, _Outcome]]], None] | None = None):
         self.rt, self.oracle, self.designs, self.queue, self.bar = rt, oracle, designs, queue, bar
+        self.on_done = on_done
         self.outcomes: dict[int, _Outcome] = {}
         self.attempts: dict[int, int] = {}
         self.calls = 0
@@ -489,6 +519,8 @@ class _RunState:
             if np.isnan(v) and not why:
                 why = "oracle returned NaN without a reason"
             self.outcomes[i] = _Outcome(v, why if np.isnan(v) else None)
+        if self.on_done is not None:
+            self.on_done([(i, self.outcomes[i]) for i in chunk])
         if self.bar is not None:
             self.bar.update(len(chunk))
 
