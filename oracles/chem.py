@@ -1,9 +1,12 @@
 """Chemistry oracles on RDKit molecules.
 
 Design: an RDKit `Mol` (or a SMILES string, parsed here). The 3D oracle (MMFF strain) needs
-a conformer with 3D coordinates; hydrogens are added with coordinates when missing. A design
-that cannot be parsed or sanitised gets NaN with the reason, except for `chem_validity`,
-whose score is exactly that verdict (1 valid, 0 not).
+a conformer with 3D coordinates; hydrogens are added with coordinates when missing. In every
+oracle here, `chem_validity` included, a design that fails gets NaN with the reason, never
+a number: "unparsable SMILES ...", "sanitisation failed: <RDKit's message>", "empty SMILES",
+"empty molecule", "no molecule (None)", or the wrong type. `chem_validity` scores 1.0 for a
+valid molecule, so its mean over designs that did not fail is 1; count validity with the
+NaNs (e.g. `np.isfinite(values).mean()`).
 
 Cost: all are sub-millisecond per molecule except SA score (~1 ms), the PAINS/alerts filter
 (~1 ms) and MMFF strain (10-100 ms, more with a conformer search).
@@ -29,14 +32,15 @@ def to_mol(design: Any) -> Chem.Mol:
         if not design.strip():
             raise OracleError("empty SMILES")
         mol = Chem.MolFromSmiles(design)
-        if mol is None:
-            raise OracleError(f"unparsable SMILES {design!r}")
+        if mol is None:  # either the text does not parse or the molecule does not sanitise
+            raw = Chem.MolFromSmiles(design, sanitize=False)
+            if raw is None:
+                raise OracleError(f"unparsable SMILES {design!r}")
+            sanitise(raw)
+            raise OracleError(f"sanitisation failed: SMILES {design!r} does not sanitise")
     elif isinstance(design, Chem.Mol):
         mol = Chem.Mol(design)
-        try:
-            Chem.SanitizeMol(mol)
-        except Exception as err:  # noqa: BLE001 - RDKit raises several types
-            raise OracleError(f"molecule fails sanitisation: {err}") from err
+        sanitise(mol)
     elif design is None:
         raise OracleError("no molecule (None)")
     else:
@@ -45,6 +49,13 @@ def to_mol(design: Any) -> Chem.Mol:
         raise OracleError("empty molecule")
     return mol
 
+
+def sanitise(mol: Chem.Mol) -> None:
+    """RDKit's SanitizeMol in place; OracleError("sanitisation failed: <RDKit's message>")."""
+    try:
+        Chem.SanitizeMol(mol)
+    except Exception as err:  # noqa: BLE001 - RDKit raises several types
+        raise OracleError(f"sanitisation failed: {' '.join(str(err).split())}") from err
 
 
 def to_mol_3d(design: Any, need: str) -> Chem.Mol:
@@ -89,11 +100,17 @@ class MolOracle(PerDesignOracle):
 
 
 class ChemValidity(MolOracle):
-    """1.0 if the design parses and sanitises (and is one fragment if `single_fragment`),
-    0.0 otherwise. Unitless, higher is better, ~0.1 ms."""
+    """1.0 if the design parses and sanitises (and is one fragment if `single_fragment`);
+    otherwise NaN with the reason (unparsable SMILES, sanitisation failed: ..., more than one
+    fragment, ...), never 0. The fraction of valid designs is the fraction of finite scores.
+    ~0.1 ms.
+
+    Version 2: version 1 scored an invalid molecule 0.0 (a cache keeps the versions apart).
+    """
 
     name = "chem_validity"
-    units = "fraction (0 or 1)"
+    version = "2"
+    units = "1 when valid (NaN otherwise)"
 
     def __init__(self, single_fragment: bool = False):
         self.single_fragment = bool(single_fragment)
@@ -102,14 +119,11 @@ class ChemValidity(MolOracle):
         return {"single_fragment": self.single_fragment}
 
     def score_one(self, design):
-        if not isinstance(design, (str, Chem.Mol)):
-            raise OracleError(f"expected an RDKit Mol or a SMILES string, got {type(design).__name__}")
-        try:
-            mol = to_mol(design)
-        except OracleError:
-            return 0.0
-        if self.single_fragment and len(Chem.GetMolFrags(mol)) > 1:
-            return 0.0
+        mol = to_mol(design)
+        if self.single_fragment:
+            n = len(Chem.GetMolFrags(mol))
+            if n > 1:
+                raise OracleError(f"more than one fragment ({n}; single_fragment is set)")
         return 1.0
 
 
