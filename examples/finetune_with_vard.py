@@ -4,7 +4,9 @@
     python examples/finetune_with_vard.py --iterations 5  # a quick check
 
 The oracle is an ordinary function of one design (here a 2-vector); vardbio only ever uses
-its scores as regression labels for the value head, so it could call any black box.
+its scores as regression labels for the value head, so it could call any black box. The
+Trainer writes what `vardbio run` writes (summary.json, metrics.csv, designs, report.md,
+model_final.pt) into --out, and running the script again resumes or reprints the result.
 """
 import argparse
 from pathlib import Path
@@ -12,10 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vardbio.algorithms import VARD, VARDConfig
-from vardbio.algorithms.base import AlgorithmContext, reward_stats
-from vardbio.reward import FunctionOracle, Reward, RewardTerm
-from vardbio_models.toy import plugin
+import vardbio
 
 
 def distance_to_target(x: np.ndarray) -> float:
@@ -29,30 +28,28 @@ def main() -> None:
     parser.add_argument("--value-samples", type=int, default=512)
     parser.add_argument("--out", type=Path, default=Path("runs/example_finetune"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
 
-    model = plugin.load({"dataset": "gaussian2"})            # the shipped pretrained checkpoint
-    reference = model.frozen_copy()                          # p_ref, kept fixed
-    reward = Reward([RewardTerm(FunctionOracle(distance_to_target))])
-    generator = torch.Generator().manual_seed(0)
-    ctx = AlgorithmContext(model, reference, reward, lambda: plugin.value_head(reference, {}), generator)
-    vard = VARD(VARDConfig(beta=0.5, lr=1e-3, batch_size=64, value_samples=args.value_samples), ctx)
+    vard = vardbio.VARDConfig(beta=0.5, lr=1e-3, batch_size=64, value_samples=args.value_samples)
+    trainer = vardbio.Trainer(
+        "toy", distance_to_target, vard,
+        model_options={"dataset": "gaussian2"},   # the shipped 2-D checkpoint
+        iterations=args.iterations, eval_samples=256, out_dir=args.out, seed=0,
+        torch_threads=1, progress=False)
+    summary = trainer.train()   # phase 1 (value head) calls the oracle; phase 2 does not
 
-    fit = vard.setup()["value_fit"]                          # phase 1: the only oracle calls
-    print(f"value head fitted on {fit['n_trajectories']} scored rollouts, held-out R² {fit['r2']:.3f}")
-    for i in range(args.iterations):                         # phase 2: no oracle calls
-        metrics = vard.iteration(i)
-    print(f"last iteration: value {metrics['value_mean']:.3f}, per-step KL {metrics['kl_step_mean']:.4f}")
-    print(f"oracle calls for fine-tuning: {reward.ledger.total_calls}")
-
-    before = reference.rollout(256, torch.Generator().manual_seed(1))
-    after = model.rollout(256, torch.Generator().manual_seed(1))
-    for name, m, traj in (("pretrained", reference, before), ("fine-tuned", model, after)):
-        stats = reward_stats(reward(m.decode(traj.final)).values)
+    print(f"value head fitted on {args.value_samples} scored rollouts, held-out R² {summary['value_r2']:.3f}")
+    print(f"oracle calls for fine-tuning: {summary['oracle_calls']} "
+          f"(evaluation before and after: {summary['eval_oracle_calls']})")
+    for name, key in (("pretrained", "reward_initial"), ("fine-tuned", "reward_final")):
+        stats = summary[key]
         print(f"{name:>10}: mean reward {stats['mean']:.3f}, top decile {stats['top10']:.3f}")
-    designs = model.decode(after.final)
-    files = plugin.write_designs(designs, reward(designs).values, args.out / "designs")
-    print(f"wrote {files[0]}")
+    print(f"KL to the pretrained model {summary['kl_to_reference']:.3f} nats")
+
+    # trainer.model is the fine-tuned model: draw more designs from it
+    traj = trainer.model.rollout(4, torch.Generator().manual_seed(1))
+    for design in trainer.model.decode(traj.final):
+        print(f"design {np.round(design, 2)} scores {distance_to_target(design):.3f}")
+    print(f"wrote {args.out / 'designs_final.csv'} and {args.out / 'report.md'}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from vardbio.campaign.runner import ResumeMismatchError, run_campaign
-from vardbio.cli import compose_config, main
+from vardbio.campaign.config import compose_config
+from vardbio.campaign.runner import run_campaign
+from vardbio.campaign.trainer import ResumeMismatchError
+from vardbio.cli import main
 from vardbio.model.checkpoint import read_checkpoint
 
 SUMMARY_KEYS = {"campaign", "algorithm", "seed", "oracle_calls", "reward_initial", "reward_final",
@@ -94,8 +96,10 @@ def test_ddpo_and_best_of_n_spend_the_same_budget(tmp_path):
 
 def test_bench_writes_json_and_plot(tmp_path, capsys):
     args = ["bench", "campaign=toy_linear", f"out_dir={tmp_path}", "progress=false",
-            "campaign.iterations=3", "campaign.eval_samples=64", "campaign.oracle_budget=128"]
+            "campaign.iterations=3", "campaign.eval_samples=64", "campaign.oracle_budget=128",
+            "algorithm.beta=0.3"]
     assert main(args) == 0
+    assert "bench: ignoring algorithm.beta=0.3 (each algorithm runs with its own preset" in capsys.readouterr().out
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert set(bench["summaries"]) == {"vard", "ddpo", "best_of_n"}
     assert all(s["oracle_calls"] <= 128 for s in bench["summaries"].values())

@@ -18,7 +18,7 @@ WORKER = textwrap.dedent('''
     import torch
     torch.set_num_threads(1)
     from vardbio_models import toy
-    from vardbio.campaign import runner
+    from vardbio.campaign import trainer
     from vardbio.cli import main
 
     counts = {"oracle": 0, "summary_writes": 0}
@@ -27,14 +27,17 @@ WORKER = textwrap.dedent('''
         counts["oracle"] += 1
         return score_one(self, design)
     toy.LinearReward.score_one = counting_score
-    write_json = runner.write_json
+    write_json = trainer.write_json
     def counting_write(data, path):
         counts["summary_writes"] += path.name == "summary.json"
         return write_json(data, path)
-    runner.write_json = counting_write
+    trainer.write_json = counting_write
     built = []
-    build = runner.Campaign.build.__func__
-    runner.Campaign.build = classmethod(lambda cls, *a, **k: built.append(build(cls, *a, **k)) or built[-1])
+    init = trainer.Trainer.__init__
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built.append(self)
+    trainer.Trainer.__init__ = recording_init
 
     spies, argv = sys.argv[1], sys.argv[2:]
     rc = main(["run", *argv])

@@ -20,10 +20,15 @@ def run(script, *args, cwd):
 def test_finetune_with_vard(tmp_path):
     out = run("finetune_with_vard.py", "--iterations", 5, "--value-samples", 64, "--out", tmp_path, cwd=tmp_path)
     assert "value head fitted on 64 scored rollouts" in out
-    assert "oracle calls for fine-tuning: 64" in out
+    assert "oracle calls for fine-tuning: 64 (evaluation before and after: 512)" in out
     lines = {line.split(":")[0].strip(): line for line in out.splitlines() if "mean reward" in line}
     assert set(lines) == {"pretrained", "fine-tuned"}
-    with (tmp_path / "designs.csv").open() as fh:
+    assert sum(line.startswith("design [") for line in out.splitlines()) == 4
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["iterations"] == 5 and (tmp_path / "report.md").is_file()
+    again = run("finetune_with_vard.py", "--iterations", 5, "--value-samples", 64, "--out", tmp_path, cwd=tmp_path)
+    assert again == out, "a second run returns the finished run's results"
+    with (tmp_path / "designs_final.csv").open() as fh:
         rows = list(csv.DictReader(fh))
     assert len(rows) == 256 and set(rows[0]) == {"x0", "x1", "reward"}
     x, y, r = (float(rows[0][k]) for k in ("x0", "x1", "reward"))
@@ -36,6 +41,7 @@ def test_campaign_then_sample_the_fine_tuned_model(tmp_path):
               "campaign.oracle_budget=64", "algorithm.value_samples=64", f"out_dir={run_dir}", cwd=tmp_path)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["oracle_calls"] == 64 and f"report: {run_dir}/report.md" in out
+    assert json.loads(out[: out.rindex("}") + 1])["analytic"] == summary["analytic"]
     samples = tmp_path / "samples"
     out = run("sample_and_score.py", "--checkpoint", run_dir / "model_final.pt", "--n", 12,
               "--out", samples, cwd=tmp_path)

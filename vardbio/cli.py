@@ -16,24 +16,17 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from hydra import compose, initialize_config_module
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from vardbio.campaign.config import register_configs
+from vardbio.campaign.config import compose_config, to_run_config
 from vardbio.reward.ledger import OracleBudgetExceeded
 
-CONFIG_MODULE = "vardbio_configs"
-COMMANDS = {"run": "config", "bench": "config", "pretrain": "pretrain", "sample": "sample",
+__all__ = ["compose_config", "main"]  # compose_config lives in vardbio.campaign.config
+
+COMMANDS = {"run": "config", "bench": None, "pretrain": "pretrain", "sample": "sample",
             "report": None}
-
-
-def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
-    """Compose a root config from the shipped presets plus command-line overrides."""
-    register_configs()
-    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -46,8 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(args.overrides)
+        if args.command == "bench":
+            return _bench(args.overrides)
         cfg = compose_config(COMMANDS[args.command], args.overrides)
-        return _dispatch(args.command, cfg, args.overrides)
+        return _dispatch(args.command, cfg)
     except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError, TypeError,
             OracleBudgetExceeded) as err:
         if os.environ.get("VARDBIO_DEBUG"):
@@ -71,19 +66,23 @@ def _describe(err: Exception) -> str:
     return message
 
 
-def _dispatch(command: str, cfg: DictConfig, overrides: Sequence[str]) -> int:
+def _bench(overrides: Sequence[str]) -> int:
+    from vardbio.campaign.bench import bench_configs, run_bench
+    configs, out_dir = bench_configs(overrides)
+    result = run_bench(configs, out_dir)
+    for algo, s in result["summaries"].items():
+        print(f"{algo:>10}: reward {s['reward_initial']['mean']:.3f} -> {s['reward_final']['mean']:.3f} "
+              f"with {s['oracle_calls']} oracle calls, KL {s['kl_to_reference']:.3f}")
+    print(f"wrote {result['out_dir']}/bench.json and bench.png")
+    return 0
+
+
+def _dispatch(command: str, cfg: DictConfig) -> int:
     if command == "run":
-        from vardbio.campaign.runner import run_campaign
-        summary = run_campaign(cfg)
+        from vardbio.campaign.trainer import Trainer
+        summary = Trainer.from_config(to_run_config(cfg)).train()
         if int(os.environ.get("RANK", "0")) == 0:  # once, under `accelerate launch`
             _print_summary(summary)
-    elif command == "bench":
-        from vardbio.campaign.bench import run_bench
-        result = run_bench(list(overrides))
-        for algo, s in result["summaries"].items():
-            print(f"{algo:>10}: reward {s['reward_initial']['mean']:.3f} -> {s['reward_final']['mean']:.3f} "
-                  f"with {s['oracle_calls']} oracle calls, KL {s['kl_to_reference']:.3f}")
-        print(f"wrote {result['out_dir']}/bench.json and bench.png")
     elif command == "pretrain":
         from vardbio.campaign.pretrain import pretrain
         metrics, path = pretrain(cfg)

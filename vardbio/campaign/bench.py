@@ -1,42 +1,73 @@
-"""`vardbio bench`: several algorithms on one campaign at the same oracle-call budget."""
+"""`vardbio bench`: several algorithms on one campaign at the same oracle-call budget.
+
+    configs, out_dir = bench_configs(["campaign=toy_linear", "campaign.oracle_budget=512"])
+    result = run_bench(configs, out_dir)      # {"summaries": {algorithm: summary}, ...}
+"""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from vardbio.campaign.config import RunConfig, compose_run_config  # noqa: E402
 from vardbio.campaign.outputs import write_json  # noqa: E402
-from vardbio.campaign.runner import run_campaign  # noqa: E402
-from vardbio.cli import compose_config  # noqa: E402
+from vardbio.campaign.trainer import Trainer  # noqa: E402
 
 DEFAULT_ALGORITHMS = ("vard", "ddpo", "best_of_n")
 
 
-def run_bench(overrides: list[str], algorithms: tuple[str, ...] = DEFAULT_ALGORITHMS) -> dict[str, Any]:
-    """Run each algorithm with the campaign's oracle budget; write bench.json and bench.png.
+def bench_configs(overrides: Sequence[str], algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+                  ) -> tuple[dict[str, RunConfig], Path]:
+    """The RunConfig of each algorithm, and the bench's out_dir, from command-line overrides.
 
-    `overrides` are the command line's (campaign=..., campaign.*, seed, out_dir); each
+    `overrides` are the command line's (campaign=..., campaign.*, seed, out_dir, ...); each
     algorithm is composed with them plus its own preset and this campaign's tuning file, so
-    it runs exactly as `vardbio run ... algorithm=<name>` would. Overrides of algorithm
-    settings are not carried over (they would not fit every algorithm).
+    it runs exactly as `vardbio run ... algorithm=<name>` would, in out_dir/<name>.
+    Overrides of the algorithm (algorithm=..., algorithm.*) would not fit every algorithm:
+    they are left out, and a line says which.
     """
-    shared = [o for o in overrides if not o.lstrip("+~").startswith(("algorithm", "out_dir"))]
-    cfg = compose_config("config", shared)
-    budget = cfg.campaign.oracle_budget
+    dropped = [o for o in overrides if _key(o) == "algorithm" or _key(o).startswith("algorithm.")]
+    if dropped:
+        print(f"bench: ignoring {' '.join(dropped)} (each algorithm runs with its own preset and "
+              f"tuning; use `vardbio run` to run one algorithm with other settings)")
+    shared = [o for o in overrides if o not in dropped and _key(o) != "out_dir"]
+    base = compose_run_config([o for o in overrides if o not in dropped])
+    out_dir = Path(base.out_dir or f"runs/bench_{base.campaign.name}_s{base.seed}")
+    configs = {}
+    for name in algorithms:
+        config = compose_run_config([*shared, f"algorithm={name}"])
+        configs[name] = dataclasses.replace(config, out_dir=str(out_dir / name))
+    return configs, out_dir
+
+
+def _key(override: str) -> str:
+    """The key an override sets: 'algorithm.beta' for '++algorithm.beta=0.5'."""
+    return override.lstrip("+~").split("=", 1)[0].strip()
+
+
+def run_bench(configs: Mapping[str, RunConfig], out_dir: str | Path) -> dict[str, Any]:
+    """Run each algorithm's RunConfig (all of one campaign, at one oracle budget); write
+    bench.json and bench.png into out_dir and return {campaign, oracle_budget, seed,
+    out_dir, summaries: {algorithm: summary}}."""
+    if not configs:
+        raise ValueError("bench needs at least one algorithm's config")
+    first = next(iter(configs.values()))
+    campaign, budget = first.campaign.name, first.campaign.oracle_budget
     if budget is None:
         raise ValueError("bench compares algorithms at one oracle budget: set campaign.oracle_budget")
-    campaign = cfg.campaign.name
-    given = compose_config("config", overrides).out_dir
-    out_dir = Path(given or f"runs/bench_{campaign}_s{cfg.seed}")
-    summaries = {}
-    for name in algorithms:
-        summaries[name] = run_campaign(compose_config(
-            "config", [*shared, f"algorithm={name}", f"out_dir={out_dir / name}"]))
-    result = {"campaign": campaign, "oracle_budget": budget, "seed": cfg.seed,
+    for name, config in configs.items():
+        if (config.campaign.name, config.campaign.oracle_budget) != (campaign, budget):
+            raise ValueError(f"bench compares one campaign at one budget; '{name}' runs "
+                             f"{config.campaign.name} with budget {config.campaign.oracle_budget}, "
+                             f"not {campaign} with {budget}")
+    out_dir = Path(out_dir)
+    summaries = {name: Trainer.from_config(config).train() for name, config in configs.items()}
+    result = {"campaign": campaign, "oracle_budget": budget, "seed": first.seed,
               "out_dir": str(out_dir), "summaries": summaries}
     write_json(result, out_dir / "bench.json")
     _plot(summaries, out_dir / "bench.png", campaign, budget)

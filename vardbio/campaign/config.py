@@ -1,12 +1,21 @@
-"""Typed campaign configuration, registered with Hydra's ConfigStore, and its conversion to
-plugin config dataclasses at the edge (with errors that name bad keys)."""
+"""Typed campaign configuration, registered with Hydra's ConfigStore; composing it from the
+shipped presets plus overrides; and its conversion to plugin config dataclasses at the edge
+(with errors that name bad keys).
+
+    cfg = compose_run_config(["campaign=toy_linear", "algorithm=vard", "seed=1"])   # a RunConfig
+    summary = Trainer.from_config(cfg).train()
+
+Configs are composed and checked here, at the edge; the Trainer, algorithms and plugins below
+it take plain objects (dataclasses, dicts, models, oracles).
+"""
 from __future__ import annotations
 
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
+from hydra import compose, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -97,11 +106,33 @@ class RunConfig:
     accelerate: AccelerateSection = field(default_factory=AccelerateSection)
 
 
+CONFIG_MODULE = "vardbio_configs"
+
+
 def register_configs() -> None:
     """Register the schemas that the YAML presets in vardbio_configs extend."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
     store.store(group="campaign", name="campaign_schema", node=CampaignSection)
+
+
+def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
+    """Compose a root config ('config', 'pretrain' or 'sample') from the shipped presets
+    (and those of installed plugins) plus command-line style overrides."""
+    register_configs()
+    with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
+        return compose(config_name=config_name, overrides=list(overrides))
+
+
+def compose_run_config(overrides: Sequence[str]) -> RunConfig:
+    """The RunConfig of `vardbio run <overrides>`: presets, the campaign/algorithm tuning
+    file and the overrides, checked against the schema."""
+    return to_run_config(compose_config("config", overrides))
+
+
+def to_run_config(config: Any) -> RunConfig:
+    """A RunConfig from a composed config or a plain mapping (a RunConfig is returned as is)."""
+    return to_dataclass(RunConfig, config, "the run config")
 
 
 def plain(node: Any) -> Any:
