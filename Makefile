@@ -20,6 +20,7 @@ PLUGIN := tests/plugin_pkg
 $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(PY) -m pip install --quiet --no-deps molsets==0.3.1
 	$(PY) -m pip install --quiet --no-deps guacamol==0.5.5
 	$(PY) -m pip install --quiet --no-deps ./$(PLUGIN)
 	touch $(STAMP)

@@ -27,12 +27,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin, split_options
-from vardbio.nn import TimeEmbedding, mlp
+from vardbio.nn import TokenConvValueNet, TokenTransformer
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.value.heads import ValueHead
 
@@ -100,64 +99,6 @@ def decode_states(x0: torch.Tensor, mask: torch.Tensor | None = None) -> list[st
     return ["".join(ALPHABET[i] if i < VOCAB else "X" for i in row[:n]) for row, n in zip(idx, lengths)]
 
 
-class SequenceTransformer(nn.Module):
-    """Pre-norm transformer denoiser: x_t (B, L, 21), t (B,), mask (B, L) or None -> logits (B, L, 20)."""
-
-    def __init__(self, max_length: int, width: int = 128, layers: int = 3, heads: int = 4,
-                 ff: int = 256, time_dim: int = 64):
-        super().__init__()
-        self.max_length = max_length
-        self.embed = nn.Linear(VOCAB + 1, width)
-        self.position = nn.Parameter(0.02 * torch.randn(max_length, width))
-        self.time = TimeEmbedding(time_dim)
-        self.time_proj = mlp([time_dim, width, width])
-        layer = nn.TransformerEncoderLayer(width, heads, ff, dropout=0.0, activation="gelu",
-                                           batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(width)
-        self.out = nn.Linear(width, VOCAB)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        length = x_t.shape[1]
-        if length > self.max_length:
-            raise ValueError(f"sequences of {length} residues are longer than the model's "
-                             f"max_length {self.max_length}")
-        h = self.embed(x_t) + self.position[:length] + self.time_proj(self.time(t))[:, None]
-        pad = None if mask is None else mask == 0
-        h = self.encoder(h, src_key_padding_mask=pad)
-        return self.out(self.norm(h))
-
-
-class SequenceValueNet(nn.Module):
-    """Value network on (possibly relaxed) one-hot states: (B, L, 21), t (B,), mask -> (B,).
-
-    Residual 1-D convolutions (local residue context, as in dipeptide-based scores) with
-    the time features added to every layer, then a masked mean over positions and an MLP.
-    """
-
-    def __init__(self, hidden: int = 64, depth: int = 3, kernel: int = 3, time_dim: int = 32):
-        super().__init__()
-        if kernel % 2 == 0:
-            raise ValueError(f"value-head kernel must be odd, got {kernel}")
-        self.embed = nn.Linear(VOCAB + 1, hidden)
-        self.time = TimeEmbedding(time_dim)
-        self.time_proj = nn.Linear(time_dim, hidden * depth)
-        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(depth))
-        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(depth))
-        self.head = mlp([hidden + time_dim, hidden, 1])
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        weights = torch.ones(x_t.shape[:2], dtype=x_t.dtype, device=x_t.device) if mask is None else mask.to(x_t.dtype)
-        tf = self.time(t)
-        shifts = self.time_proj(tf).chunk(len(self.convs), dim=-1)
-        h = self.embed(x_t) * weights[..., None]
-        for norm, conv, shift in zip(self.norms, self.convs, shifts):
-            u = F.gelu(norm(h) + shift[:, None]) * weights[..., None]  # padding reads as zeros
-            h = h + conv(u.transpose(1, 2)).transpose(1, 2) * weights[..., None]
-        pooled = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
-        return self.head(torch.cat([pooled, tf], -1)).squeeze(-1)
-
-
 ARCH = {"max_length": 64, "width": 128, "layers": 3, "heads": 4, "ff": 256}
 DEFAULTS = {**ARCH, "length": 64, "min_length": 16, "sampling_steps": 32, "schedule": "linear",
             "relax_temperature": 0.1}
@@ -182,7 +123,7 @@ class ProteinSequencePlugin(ModelPlugin):
         process = MaskedDiffusion(MaskedDiffusionConfig(vocab_size=VOCAB, schedule=opts["schedule"],
                                                         sampling_steps=opts["sampling_steps"],
                                                         relax_temperature=opts["relax_temperature"]))
-        denoiser = SequenceTransformer(**{k: opts[k] for k in ARCH})
+        denoiser = TokenTransformer(VOCAB, **{k: opts[k] for k in ARCH})
         length = opts["length"]
         spec_options = {k: opts[k] for k in (*ARCH, "min_length")}
 
@@ -193,7 +134,7 @@ class ProteinSequencePlugin(ModelPlugin):
                               spec={"plugin": self.name, "options": spec_options})
 
     def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
-        return ValueHead(SequenceValueNet(**options))
+        return ValueHead(TokenConvValueNet(VOCAB, **options))
 
     def default_checkpoint(self, options: dict[str, Any]) -> Path:
         return WEIGHTS / "protein_sequence.pt"

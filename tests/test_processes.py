@@ -140,3 +140,19 @@ def test_denoised_estimate_from_the_true_noise_is_the_data_point(prediction):
         estimate = process.denoised(out, x_t, torch.tensor([process.time(k)]), mask)
         assert torch.allclose(estimate, x0, atol=1e-4), k
 
+
+
+def test_gaussian_forward_sample_has_the_forward_marginal():
+    """q(x_t | x_0) = N(sqrt(ᾱ) x_0, (1 - ᾱ) I) at the sampler's state times; the last
+    state is the design itself."""
+    from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
+
+    process = GaussianProcess(GaussianProcessConfig(num_train_steps=100, sampling_steps=10))
+    x0 = torch.full((20000, 2), 3.0)
+    g = torch.Generator().manual_seed(0)
+    for k in (0, 5, 9):
+        a = float(process.alpha_bar[process.times[k]])
+        x_t = process.forward_sample(x0, k, None, g)
+        assert abs(float(x_t.mean()) - 3.0 * a ** 0.5) < 0.02
+        assert abs(float(x_t.std()) - (1 - a) ** 0.5) < 0.02
+    assert process.forward_sample(x0, process.num_steps, None, g) is x0

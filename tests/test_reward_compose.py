@@ -164,3 +164,32 @@ def test_reward_through_process_runtime_matches_inprocess():
         got = build_reward(terms, evaluator=rt)(smiles)
     np.testing.assert_array_equal(got.values, ref.values)
     assert got.reasons == ref.reasons
+
+
+def test_pmo_counting_charges_unique_valid_designs_only():
+    """Under counting='unique_valid' repeats and failed designs are free, and the history
+    keeps each distinct design once, in the order it was first scored."""
+    from vardbio.reward import FunctionOracle, Reward, RewardTerm
+    from vardbio.reward.evaluator import InProcessEvaluator
+    from vardbio.reward.ledger import OracleBudgetExceeded, OracleLedger
+
+    def score(x):
+        if x < 0:
+            raise ValueError("negative design")
+        return float(x)
+
+    ledger = OracleLedger(budget=4, counting="unique_valid")
+    reward = Reward([RewardTerm(FunctionOracle(score))], InProcessEvaluator(ledger))
+    reward([1, 2, 2, -1, 1])
+    assert ledger.spent == 2 and ledger.remaining == 2
+    assert [r for _, r in ledger.history][:2] == [1.0, 2.0] and np.isnan(ledger.history[2][1])
+    assert ledger.valid_history_rewards() == [1.0, 2.0]
+    reward([3, -5])  # two new designs fit the remaining budget; only one counts
+    assert ledger.spent == 3
+    with pytest.raises(OracleBudgetExceeded, match="unique valid designs"):
+        reward([7, 8])
+    restored = OracleLedger()
+    restored.load_state_dict(ledger.state_dict())
+    assert restored.history == ledger.history and restored.spent == 3
+    with pytest.raises(ValueError, match="counting"):
+        OracleLedger(counting="designs")

@@ -70,3 +70,33 @@ def test_optimiser_step_moves_the_model_and_its_average(tmp_path):
     checkpoint = PeriodicCheckpoint(tmp_path / "p.pt", minutes=0.0)
     assert checkpoint.maybe_save(ema, step=1, loss=0.5) and (tmp_path / "p.pt").is_file()
     assert not PeriodicCheckpoint(tmp_path / "q.pt", minutes=60.0).maybe_save(ema, 1, 0.5)
+
+
+def test_pretrain_loop_trains_warm_starts_and_names_bad_settings(tmp_path):
+    """The shared loop lowers the loss on a fixed toy batch, records its curve, and a warm
+    start adds the earlier steps to the totals."""
+    from vardbio.model.checkpoint import save_model
+    from vardbio.model.training import PretrainConfig, pretrain_loop
+    from vardbio_models.toy import plugin
+
+    torch.manual_seed(0)
+    model = plugin.build({"dataset": "gaussian2"})
+    data = torch.randn(64, 2, generator=torch.Generator().manual_seed(0)) * 0.5 + 2.0
+    config = PretrainConfig(steps=60, lr=1e-2, log_every=20, warmup=5)
+    trained, metrics = pretrain_loop(model, lambda step: (data, None), config, tmp_path / "m.pt",
+                                     torch.Generator().manual_seed(0))
+    curve = metrics["learning_curve"]
+    assert [p["step"] for p in curve] == [20, 40, 60] and curve[-1]["loss"] < curve[0]["loss"]
+    assert metrics["total_train_steps"] == 60 and not trained.training
+    save_model(trained, tmp_path / "m.pt", pretrain_metrics=metrics)
+    again = plugin.build({"dataset": "gaussian2"})
+    _, more = pretrain_loop(again, lambda step: (data, None),
+                            PretrainConfig(steps=10, log_every=10, init=str(tmp_path / "m.pt")),
+                            tmp_path / "n.pt", torch.Generator().manual_seed(0))
+    assert more["total_train_steps"] == 70 and more["learning_curve"][0]["step"] == 70
+    with pytest.raises(ValueError, match="ema"):
+        PretrainConfig(ema=1.5)
+    with pytest.raises(ValueError, match="steps"):
+        PretrainConfig(steps=0)
+    with pytest.raises(ValueError, match=r"\['stpes'\]"):
+        PretrainConfig.from_options("toy", {"stpes": 3})

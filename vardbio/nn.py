@@ -31,3 +31,67 @@ def mlp(sizes: list[int], activation: type[nn.Module] = nn.SiLU) -> nn.Sequentia
         if i < len(sizes) - 2:
             layers.append(activation())
     return nn.Sequential(*layers)
+
+
+class TokenTransformer(nn.Module):
+    """Pre-norm transformer denoiser for masked diffusion over `vocab_size` tokens.
+
+    x_t (B, L, V+1) one-hot states (channel V is the mask), t (B,), mask (B, L) or None
+    -> logits (B, L, V) of p_θ(x_0 | x_t). Learned positions; sinusoidal time features are
+    added to every token.
+    """
+
+    def __init__(self, vocab_size: int, max_length: int, width: int = 128, layers: int = 3,
+                 heads: int = 4, ff: int = 256, time_dim: int = 64):
+        super().__init__()
+        self.max_length = max_length
+        self.embed = nn.Linear(vocab_size + 1, width)
+        self.position = nn.Parameter(0.02 * torch.randn(max_length, width))
+        self.time = TimeEmbedding(time_dim)
+        self.time_proj = mlp([time_dim, width, width])
+        layer = nn.TransformerEncoderLayer(width, heads, ff, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(width)
+        self.out = nn.Linear(width, vocab_size)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        length = x_t.shape[1]
+        if length > self.max_length:
+            raise ValueError(f"sequences of {length} tokens are longer than the model's "
+                             f"max_length {self.max_length}")
+        h = self.embed(x_t) + self.position[:length] + self.time_proj(self.time(t))[:, None]
+        pad = None if mask is None else mask == 0
+        h = self.encoder(h, src_key_padding_mask=pad)
+        return self.out(self.norm(h))
+
+
+class TokenConvValueNet(nn.Module):
+    """Value network on (possibly relaxed) one-hot token states: (B, L, V+1), t (B,), mask -> (B,).
+
+    Residual 1-D convolutions (local context) with the time features added to every layer,
+    then a masked mean over positions and an MLP.
+    """
+
+    def __init__(self, vocab_size: int, hidden: int = 64, depth: int = 3, kernel: int = 3,
+                 time_dim: int = 32):
+        super().__init__()
+        if kernel % 2 == 0:
+            raise ValueError(f"value-head kernel must be odd, got {kernel}")
+        self.embed = nn.Linear(vocab_size + 1, hidden)
+        self.time = TimeEmbedding(time_dim)
+        self.time_proj = nn.Linear(time_dim, hidden * depth)
+        self.norms = nn.ModuleList(nn.LayerNorm(hidden) for _ in range(depth))
+        self.convs = nn.ModuleList(nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2) for _ in range(depth))
+        self.head = mlp([hidden + time_dim, hidden, 1])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        weights = torch.ones(x_t.shape[:2], dtype=x_t.dtype, device=x_t.device) if mask is None else mask.to(x_t.dtype)
+        tf = self.time(t)
+        shifts = self.time_proj(tf).chunk(len(self.convs), dim=-1)
+        h = self.embed(x_t) * weights[..., None]
+        for norm, conv, shift in zip(self.norms, self.convs, shifts):
+            u = torch.nn.functional.gelu(norm(h) + shift[:, None]) * weights[..., None]  # padding reads as zeros
+            h = h + conv(u.transpose(1, 2)).transpose(1, 2) * weights[..., None]
+        pooled = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+        return self.head(torch.cat([pooled, tf], -1)).squeeze(-1)

@@ -157,8 +157,10 @@ def choose_steps(num_steps: int, count: int, generator: torch.Generator) -> list
 
 def affordable_designs(reward: Reward, wanted: int) -> int:
     """How many designs (at most `wanted`) the remaining oracle budget can score: each
-    design costs one call per oracle term of the reward (cache hits make it cheaper)."""
+    design costs one call per oracle term of the reward (cache hits make it cheaper), or
+    one unique valid design when the budget counts those (PMO's rule)."""
     remaining = reward.ledger.remaining
     if remaining is None:
         return wanted
-    return max(0, min(wanted, remaining // len(reward.terms)))
+    per_design = len(reward.terms) if reward.ledger.counting == "calls" else 1
+    return max(0, min(wanted, remaining // per_design))

@@ -18,8 +18,12 @@ import torch
 from vardbio.algorithms.base import (
     Algorithm, AlgorithmContext, affordable_designs, choose_steps, rollout_in_chunks, score_trajectory,
 )
+from vardbio.model.diffusion import path_log_ratio
 from vardbio.processes.gaussian import GaussianProcess
 from vardbio.value.fitting import ValueFitConfig, fit_value
+from vardbio.value.replay import ReplayBuffer
+
+VALUE_DATA = ("rollouts", "replay")
 
 
 @dataclass
@@ -37,6 +41,12 @@ class VARDConfig:
     refresh_every: refit the value head every M iterations on current-model samples
         (0 = never); each refresh scores `refresh_samples` new designs.
     rollout_chunk: chains per rollout call when collecting value data.
+    value_data: 'rollouts' fits the head on the states of the freshly scored rollouts;
+        'replay' keeps every design scored so far (the first fit and each refresh add
+        theirs) and fits on all of them, forward-noised to `replay_levels` noise levels
+        (vardbio.value.replay). With refresh_every > 0 this is the budgeted loop sample →
+        score → refit → fine-tune.
+    replay_capacity: most recent designs the replay keeps (0 = all).
     """
 
     beta: float = 0.1
@@ -49,8 +59,15 @@ class VARDConfig:
     refresh_every: int = 0
     refresh_samples: int = 256
     rollout_chunk: int = 256
+    value_data: str = "rollouts"
+    replay_levels: int = 16
+    replay_capacity: int = 0
 
     def __post_init__(self) -> None:
+        if self.value_data not in VALUE_DATA:
+            raise ValueError(f"unknown value_data '{self.value_data}'; expected one of {VALUE_DATA}")
+        if self.replay_levels < 2 or self.replay_capacity < 0:
+            raise ValueError("replay_levels must be >= 2 and replay_capacity >= 0")
         if self.beta <= 0:
             raise ValueError(f"VARD needs beta > 0 (the KL weight), got {self.beta}")
         if self.batch_size < 1 or self.value_samples < 2:
@@ -75,6 +92,7 @@ class VARD(Algorithm):
         self.value_head.requires_grad_(False)
         self.optimiser = torch.optim.Adam(ctx.model.denoiser.parameters(), lr=config.lr)
         self.times = [process.time(k) for k in range(process.num_steps + 1)]
+        self.replay = ReplayBuffer(config.replay_capacity)
 
     @property
     def kl_weight(self) -> float:
@@ -90,8 +108,13 @@ class VARD(Algorithm):
         collective = self.ctx.collective
         traj = rollout_in_chunks(sampler, collective.shard(n), self.config.rollout_chunk,
                                  self.ctx.generator)
+        replay = self.config.value_data == "replay"
+        # designs of the fine-tuned model enter the replay with importance weights toward the reference
+        log_weights = (path_log_ratio(sampler, self.ctx.reference, traj).numpy()
+                       if replay and sampler is not self.ctx.reference else np.zeros(traj.batch_size))
         scored = score_trajectory(sampler, traj, self.ctx.reward)
         traj, rewards = collective.gather_scored(traj, scored.values)
+        log_weights = collective.all_values(log_weights)
         n_valid = int((~np.isnan(rewards)).sum())
         if n_valid < 2:
             first = next((why for why in scored.reasons if why), "no reason recorded")
@@ -99,9 +122,14 @@ class VARD(Algorithm):
                 f"cannot fit the value head: {n_valid} of {n} designs got a "
                 f"finite reward (first failure: {first})"
             )
+        times, weights = self.times, None
+        if replay:
+            self.replay.add(traj.final, traj.mask, rewards, log_weights)
+            traj, times = self.replay.noised(sampler.process, self.config.replay_levels, self.ctx.generator)
+            rewards, weights = self.replay.rewards, self.replay.weights()
         self.value_head.requires_grad_(True)
-        report = fit_value(self.value_head, traj, rewards, self.times, self.config.value,
-                           self.config.beta, self.ctx.generator)
+        report = fit_value(self.value_head, traj, rewards, times, self.config.value,
+                           self.config.beta, self.ctx.generator, weights)
         self.value_head.requires_grad_(False)
         collective.broadcast_module(self.value_head)
         self.last_fit = report
@@ -144,8 +172,11 @@ class VARD(Algorithm):
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
-        return {"value_head": self.value_head.state_dict(), "optimiser": self.optimiser.state_dict()}
+        return {"value_head": self.value_head.state_dict(), "optimiser": self.optimiser.state_dict(),
+                "replay": self.replay.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value_head.load_state_dict(state["value_head"])
         self.optimiser.load_state_dict(state["optimiser"])
+        if "replay" in state:
+            self.replay.load_state_dict(state["replay"])

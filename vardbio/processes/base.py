@@ -44,6 +44,12 @@ class DiffusionProcess(ABC):
                       generator: torch.Generator | None = None) -> torch.Tensor:
         """Scalar denoising loss on a batch of clean data x0 (B, ...)."""
 
+    @abstractmethod
+    def forward_sample(self, x0: torch.Tensor, k: int, mask: torch.Tensor | None,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """A draw of sampler state k from the forward process q(x_{t_k} | x_0) for clean
+        states x0 (B, ...); state num_steps is x0 itself (the design that was scored)."""
+
     def denoised(self, model_output: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
                  mask: torch.Tensor | None) -> torch.Tensor:
         """The denoiser's estimate of the clean state E[x_0 | x_t], shape of x_t (B, ...),

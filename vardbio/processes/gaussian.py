@@ -128,6 +128,16 @@ class GaussianProcess(DiffusionProcess):
         a = self.alpha_bar.to(x0.dtype)[t].view(-1, *([1] * (x0.dim() - 1)))
         return a.sqrt() * x0 + (1 - a).sqrt() * noise
 
+    def forward_sample(self, x0, k, mask, generator=None):
+        if not 0 <= k <= self.num_steps:
+            raise ValueError(f"state index {k} out of range [0, {self.num_steps}]")
+        if k == self.num_steps:
+            return x0
+        proj = self.projection(mask)
+        noise = proj(torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype))
+        t = torch.full((x0.shape[0],), self.times[k], dtype=torch.long)
+        return self.add_noise(proj(x0), t, noise)
+
     def training_loss(self, denoiser: Denoiser, x0, mask, generator=None):
         proj = self.projection(mask)
         x0 = proj(x0)

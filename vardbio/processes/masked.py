@@ -139,6 +139,24 @@ class MaskedDiffusion(DiffusionProcess):
         probs = torch.cat([torch.softmax(model_output, dim=-1), torch.zeros_like(is_masked)], -1)
         return is_masked * probs + (1 - is_masked) * x_t
 
+    def forward_sample(self, x0, k, mask, generator=None):
+        """Each real position of the one-hot x0 (B, L, V+1) masked with probability m(t_k)."""
+        if not 0 <= k <= self.num_steps:
+            raise ValueError(f"state index {k} out of range [0, {self.num_steps}]")
+        if k == self.num_steps:
+            return x0
+        rate = float(self.mask_rate(self.grid[k]))
+        hide = (torch.rand(x0.shape[:2], generator=generator) < rate).to(x0.device, x0.dtype)
+        if mask is not None:
+            hide = hide * mask.to(x0.dtype)
+        return self.masked(x0, hide)
+
+    def masked(self, x0: torch.Tensor, hide: torch.Tensor) -> torch.Tensor:
+        """x0 (B, L, V+1) with the positions where hide (B, L) is 1 set to the mask token."""
+        masked_state = torch.zeros_like(x0)
+        masked_state[..., self.mask_index] = 1.0
+        return hide[..., None] * masked_state + (1 - hide[..., None]) * x0
+
     def training_loss(self, denoiser: Denoiser, x0, mask, generator=None):
         """Cross-entropy of the denoiser on masked positions at uniformly drawn times.
 
@@ -149,9 +167,7 @@ class MaskedDiffusion(DiffusionProcess):
         hide = (torch.rand(batch, length, generator=generator) < rate[:, None]).to(x0.dtype)
         if mask is not None:
             hide = hide * mask.to(x0.dtype)
-        masked_state = torch.zeros_like(x0)
-        masked_state[..., self.mask_index] = 1.0
-        x_t = hide[..., None] * masked_state + (1 - hide[..., None]) * x0
+        x_t = self.masked(x0, hide)
         logits = denoiser(x_t, t, mask)
         target = x0[..., : self.config.vocab_size].argmax(-1)
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")

@@ -114,6 +114,8 @@ class Reward:
     def __call__(self, designs: Sequence[Any]) -> RewardBatch:
         designs = list(designs)
         n = len(designs)
+        keys = [self.terms[0].oracle.design_key(d) for d in designs]
+        self.ledger.check_designs(keys)
         reasons: list[str | None] = [None] * n
         components, transformed, provenance = {}, {}, {}
         for term in self.terms:
@@ -145,6 +147,7 @@ class Reward:
         for i in np.flatnonzero(failed):
             if reasons[i] is None:
                 reasons[i] = "reward is NaN"
+        self.ledger.record_designs(keys, total)
         if self.nan_policy == "penalty":
             total = np.where(failed, float(self.nan_penalty), total)
         return RewardBatch(total, components, reasons, transformed, failed, provenance)

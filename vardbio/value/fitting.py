@@ -61,27 +61,34 @@ class ValueFitReport:
         return dict(self.__dict__)
 
 
-def linex_loss(pred: torch.Tensor, target: torch.Tensor, beta: float, cap: float = 8.0) -> torch.Tensor:
+def weighted_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """The mean of values (M,), weighted by (M,) non-negative weights when given."""
+    return values.mean() if weights is None else (values * weights).sum() / weights.sum()
+
+
+def linex_loss(pred: torch.Tensor, target: torch.Tensor, beta: float, cap: float = 8.0,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
     """β²·(e^z - z - 1) with z = (target - pred)/β, linear in z beyond `cap` for stability.
 
     Its minimiser over a constant pred is β·log E[exp(target/β)]; near z = 0 it equals half
-    the squared error, so the scale matches the plain-mean loss.
+    the squared error, so the scale matches the plain-mean loss. weights: (M,) or None.
     """
     z = (target - pred) / beta
     zc = z.clamp(max=cap)
     body = torch.exp(zc) - zc - 1
     tail = math.exp(cap) * (z - zc) - (z - zc)  # first-order continuation past the cap
-    return (beta**2 * (body + tail)).mean()
+    return weighted_mean(beta**2 * (body + tail), weights)
 
 
 def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: list[float],
               config: ValueFitConfig, beta: float | None = None,
-              generator: torch.Generator | None = None) -> ValueFitReport:
+              generator: torch.Generator | None = None, weights: np.ndarray | None = None) -> ValueFitReport:
     """Fit `head` on every state of `traj` against its chain's reward.
 
     traj.states: (K+1, B, ...); rewards: (B,) with NaN for failed designs (dropped and
     counted, never replaced); times: the K+1 noise levels of the states; beta: the KL weight
-    (needed for the soft target).
+    (needed for the soft target); weights: (B,) non-negative importance weights of the
+    chains (None: all 1) that weight the loss, the standardisation and the held-out R².
     """
     rewards = np.asarray(rewards, dtype=np.float64).reshape(-1)
     if len(rewards) != traj.batch_size:
@@ -97,26 +104,34 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
     keep = torch.as_tensor(np.flatnonzero(finite))
     traj = traj.select(keep)
     r = torch.as_tensor(rewards[finite], dtype=torch.float32)
+    if weights is not None:
+        weights = np.asarray(weights, dtype=np.float64).reshape(-1)
+        if len(weights) != len(rewards) or not np.isfinite(weights).all() or (weights < 0).any():
+            raise ValueError(f"need {len(rewards)} finite non-negative chain weights")
+    w = None if weights is None else torch.as_tensor(weights[finite], dtype=torch.float32)
 
     n = len(r)
     order = torch.randperm(n, generator=generator)
     n_hold = int(round(config.holdout_fraction * n)) if n >= 10 else 0
     hold, train = order[:n_hold], order[n_hold:]
 
-    mean, scale = r[train].mean(), r[train].std().clamp(min=1e-8)
+    w_train = None if w is None else w[train]
+    mean = weighted_mean(r[train], w_train)
+    scale = weighted_mean((r[train] - mean).pow(2), w_train).sqrt().clamp(min=1e-8) if w is not None \
+        else r[train].std().clamp(min=1e-8)
     head.reward_mean.fill_(float(mean))
     head.reward_scale.fill_(float(scale))
     t_all = torch.as_tensor(times, dtype=torch.float32)
 
     standardised = (r - mean) / scale
-    x_train, t_train, m_train, y_train = _mapped_pairs(head, traj, train, t_all, standardised)
-    held_out = _mapped_pairs(head, traj, hold, t_all, standardised) if len(hold) else None
+    x_train, t_train, m_train, y_train, w_pairs = _mapped_pairs(head, traj, train, t_all, standardised, w)
+    held_out = _mapped_pairs(head, traj, hold, t_all, standardised, w) if len(hold) else None
     soft_beta = None if config.target == "mean" else beta / float(scale)
 
-    def objective(pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def objective(pred: torch.Tensor, y: torch.Tensor, pair_weights: torch.Tensor | None) -> torch.Tensor:
         if soft_beta is None:
-            return 0.5 * (pred - y).pow(2).mean()
-        return linex_loss(pred, y, soft_beta)
+            return 0.5 * weighted_mean((pred - y).pow(2), pair_weights)
+        return linex_loss(pred, y, soft_beta, weights=pair_weights)
 
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     best = (float("inf"), 0, copy.deepcopy(head.state_dict()))
@@ -128,7 +143,7 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
             idx = perm[start:start + config.batch_size]
             pred = head.standardised(x_train[idx], t_train[idx], None if m_train is None else m_train[idx],
                                      mapped=True)
-            loss = objective(pred, y_train[idx])
+            loss = objective(pred, y_train[idx], None if w_pairs is None else w_pairs[idx])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -137,8 +152,8 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
             continue
         head.eval()
         with torch.no_grad():
-            x_h, t_h, m_h, y_h = held_out
-            held_loss = float(objective(head.standardised(x_h, t_h, m_h, mapped=True), y_h))
+            x_h, t_h, m_h, y_h, w_h = held_out
+            held_loss = float(objective(head.standardised(x_h, t_h, m_h, mapped=True), y_h, w_h))
         if held_loss < best[0]:
             best = (held_loss, epoch, copy.deepcopy(head.state_dict()))
         elif config.patience and epoch - best[1] >= config.patience:
@@ -152,10 +167,12 @@ def fit_value(head: ValueHead, traj: Trajectory, rewards: np.ndarray, times: lis
 
 
 def _mapped_pairs(head: ValueHead, traj: Trajectory, chains: torch.Tensor, times: torch.Tensor,
-                  targets: torch.Tensor):
-    """_pairs with the states passed through the head's input map once."""
+                  targets: torch.Tensor, weights: torch.Tensor | None):
+    """_pairs with the states passed through the head's input map once, and each pair's
+    chain weight (M,) (None when unweighted)."""
     x, t, m, y = _pairs(traj, chains, times, targets)
-    return head.map_inputs(x, t, m), t, m, y
+    w = None if weights is None else weights[chains].repeat(traj.states.shape[0])
+    return head.map_inputs(x, t, m), t, m, y, w
 
 
 def _pairs(traj: Trajectory, chains: torch.Tensor, times: torch.Tensor, targets: torch.Tensor):
@@ -176,17 +193,19 @@ def _heldout_r2(head, held_out, buckets):
     edges = np.linspace(0.0, 1.0, buckets + 1).tolist()
     if held_out is None:
         return float("nan"), [float("nan")] * buckets, edges
-    x, t, m, y = held_out
+    x, t, m, y, w = held_out
     pred = head.standardised(x, t, m, mapped=True)
+    w = torch.ones_like(y) if w is None else w
     per_bucket = []
     for lo, hi in zip(edges[:-1], edges[1:]):
         sel = (t >= lo) & ((t < hi) if hi < 1.0 else (t <= hi))
-        per_bucket.append(_r2(pred[sel], y[sel]) if sel.sum() > 1 else float("nan"))
-    return _r2(pred, y), per_bucket, edges
+        per_bucket.append(_r2(pred[sel], y[sel], w[sel]) if sel.sum() > 1 else float("nan"))
+    return _r2(pred, y, w), per_bucket, edges
 
 
-def _r2(pred: torch.Tensor, y: torch.Tensor) -> float:
-    sst = (y - y.mean()).pow(2).sum()
+def _r2(pred: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> float:
+    """Weighted coefficient of determination of (M,) predictions."""
+    sst = (w * (y - weighted_mean(y, w)).pow(2)).sum()
     if sst <= 0:
         return float("nan")
-    return float(1 - (pred - y).pow(2).sum() / sst)
+    return float(1 - (w * (pred - y).pow(2)).sum() / sst)
