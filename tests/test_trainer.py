@@ -24,10 +24,12 @@ SUMMARY_KEYS = {
     "eval_oracle_calls", "reward_initial", "reward_final", "components_initial", "components_final",
     "processes", "sampling_steps", "kl_to_reference", "kl_note", "value_r2", "value_r2_per_bucket",
     "value_r2_bucket_edges", "value_nan_dropped", "iterations", "wall_seconds", "final_failures",
+    "budget_counting", "budget_spent", "unique_valid_designs", "auc_top1", "auc_top10", "auc_top100",
+    "top10_curve", "valid_fraction_initial", "valid_fraction",
 }
 RUN_FILES = {"config.yaml", "metrics.csv", "summary.json", "report.md", "designs_initial.csv",
              "designs_final.csv", "reward_terms_initial.csv", "reward_terms_final.csv", "model_final.pt",
-             "checkpoints/last.pt", "oracle_cache.sqlite", "report/reward.png", "report/kl.png"}
+             "checkpoints/last.pt", "oracle_cache.sqlite", "call_history.csv", "report/reward.png", "report/kl.png"}
 
 
 def readme_snippet() -> str:
@@ -229,3 +231,28 @@ def test_the_import_graph_of_vardbio_has_no_cycle():
     for node in sorted(graph):
         walk(node)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_summary_reports_pmo_auc_valid_fractions_and_the_call_history(tmp_path):
+    """Under PMO counting, the summary's AUCs are recomputed exactly from call_history.csv."""
+    import csv
+
+    import vardbio
+    from vardbio.metrics import top_k_auc
+
+    def score(x):
+        if x[0] > 0.5:
+            raise ValueError("out of range")
+        return float(x.sum())
+
+    trainer = vardbio.Trainer("toy", score, vardbio.BestOfNConfig(n=4), iterations=5, oracle_budget=300,
+                              budget_counting="unique_valid", eval_samples=64, out_dir=tmp_path,
+                              progress=False, report=False)
+    s = trainer.train()
+    rows = list(csv.DictReader((tmp_path / "call_history.csv").open()))
+    rewards = [float(r["reward"]) for r in rows if r["reward"]]
+    assert s["budget_counting"] == "unique_valid" and s["unique_valid_designs"] == len(rewards) <= 300
+    assert len(rows) > len(rewards)  # failed designs are in the history but are not calls
+    assert s["auc_top10"] == pytest.approx(top_k_auc(rewards, 10, 300))
+    assert 0 < s["valid_fraction_initial"] < 1 and s["valid_fraction"] == 1.0  # best-of-N keeps valid ones
+    assert s["top10_curve"][-1][0] == len(rewards)

@@ -46,6 +46,9 @@ class CampaignSection:
     iterations: training iterations (algorithms without training ignore it);
     eval_samples: designs sampled and scored before and after (on a separate count of oracle calls);
     oracle_budget: the most real oracle calls the algorithm may spend, or null for no limit.
+    budget_counting: what the budget counts: 'calls' (every real oracle call) or
+        'unique_valid' (PMO's rule: each distinct design with a finite reward once; invalid
+        designs and repeats are free).
     """
 
     name: str = "???"
@@ -59,6 +62,7 @@ class CampaignSection:
     iterations: int = 100
     eval_samples: int = 1024
     oracle_budget: Optional[int] = None
+    budget_counting: str = "calls"
 
 
 MIXED_PRECISION = ("no", "fp16", "bf16")

@@ -1,4 +1,4 @@
-"""Files a campaign writes: metrics.csv, summary.json, TensorBoard events."""
+"""Files a campaign writes: metrics.csv, call_history.csv, summary.json, TensorBoard events."""
 from __future__ import annotations
 
 import csv
@@ -6,6 +6,9 @@ import json
 import math
 from pathlib import Path
 from typing import Any
+
+from vardbio.metrics import top_k_auc, top_k_curve
+from vardbio.reward.ledger import OracleLedger
 
 
 def write_metrics_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -32,6 +35,32 @@ def write_reward_terms_csv(components: dict[str, Any], rewards: Any, reasons: li
         for i, reward in enumerate(rewards):
             scores = [_cell(components[name][i]) for name in names]
             writer.writerow([i, *scores, _cell(reward), reasons[i] or ""])
+
+
+def write_call_history(ledger: OracleLedger, path: Path) -> None:
+    """One row per distinct design the algorithm had scored, in order: its position, the
+    running count of unique valid designs (PMO's calls), the design's key and its reward
+    (empty where it failed)."""
+    valid = 0
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["index", "unique_valid_calls", "design_key", "reward"])
+        for i, (key, reward) in enumerate(ledger.history):
+            valid += math.isfinite(reward)
+            writer.writerow([i, valid, key, _cell(reward)])
+
+
+def call_history_auc(ledger: OracleLedger) -> dict[str, Any]:
+    """PMO's auc_top1, auc_top10 and auc_top100 of the ledger's unique valid designs (every
+    100 calls, divided by the budget, or by the calls made when there is no budget; None
+    when there are none) and the top-10 curve [[calls, mean of the top 10 so far], ...]."""
+    rewards = ledger.valid_history_rewards()
+    if not rewards:
+        return {"auc_top1": None, "auc_top10": None, "auc_top100": None, "top10_curve": []}
+    budget = ledger.budget if ledger.budget else len(rewards)
+    calls, means = top_k_curve(rewards, 10)
+    return {**{f"auc_top{k}": top_k_auc(rewards, k, budget) for k in (1, 10, 100)},
+            "top10_curve": [[int(c), float(m)] for c, m in zip(calls, means)]}
 
 
 def _cell(value: Any) -> str:

@@ -76,6 +76,10 @@ def reward_figure(summary: dict[str, Any], rows: list[dict[str, float]]) -> plt.
     if _has(rows, "reward_mean"):
         left.plot(_column(rows, "oracle_calls"), _column(rows, "reward_mean"), ".", alpha=0.6,
                   label="training batch mean (oracle)", gid="batch_reward_mean")
+    if summary.get("top10_curve"):
+        curve = np.asarray(summary["top10_curve"], dtype=float)
+        left.plot(curve[:, 0], curve[:, 1], "-", label="mean of the 10 best designs found so far",
+                  gid="top10_curve")
     if "analytic" in summary:
         left.axhline(summary["analytic"]["reward_optimum"], color="grey", ls=":", label="analytic optimum")
     left.set_xlabel("oracle calls spent by the algorithm")
@@ -230,6 +234,10 @@ def _summary_table(s: dict[str, Any], rows: list[dict[str, float]]) -> list[str]
     out += ["", "| | |", "| --- | --- |",
             f"| oracle calls (algorithm) | {s['oracle_calls']} of budget {_fmt(s.get('oracle_budget'))} |",
             f"| oracle calls (evaluation) | {s.get('eval_oracle_calls')} |",
+            f"| AUC of the top 1 / 10 / 100 (PMO) | {_fmt(s.get('auc_top1'))} / {_fmt(s.get('auc_top10'))} / "
+            f"{_fmt(s.get('auc_top100'))} over {s.get('unique_valid_designs')} unique valid designs |",
+            f"| valid fraction (finite reward), before → after | {_fmt(s.get('valid_fraction_initial'))} → "
+            f"{_fmt(s.get('valid_fraction'))} |",
             f"| KL to the reference | {_fmt(s['kl_to_reference'])} ({s.get('kl_note')}) |",
             f"| value R² (held out) | {_fmt(s.get('value_r2'))} |",
             f"| iterations | {s.get('iterations')} ({len(rows)} rows in metrics.csv) |",

@@ -30,7 +30,9 @@ from vardbio import registry
 from vardbio.algorithms.base import Algorithm, AlgorithmContext, reward_stats
 from vardbio.campaign.config import AccelerateSection, RunConfig, to_dataclass, to_run_config
 from vardbio.campaign.distributed import CollectiveReward, Distributed, concat_trajectories
-from vardbio.campaign.outputs import TensorBoardLog, write_json, write_metrics_csv, write_reward_terms_csv
+from vardbio.campaign.outputs import (
+    TensorBoardLog, call_history_auc, write_call_history, write_json, write_metrics_csv, write_reward_terms_csv,
+)
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Trajectory
 from vardbio.model.plugin import ModelPlugin
@@ -72,7 +74,8 @@ class Trainer:
         class, config) pair; default VARDConfig().
     iterations: training iterations; eval_samples: designs sampled and scored before and
         after (a separate count of oracle calls); oracle_budget: the most real oracle calls
-        the algorithm may spend (None: no limit).
+        the algorithm may spend (None: no limit); budget_counting: 'calls' or 'unique_valid'
+        (PMO's rule: each distinct design with a finite reward counts once; see OracleLedger).
     out_dir: where the run's files go (default runs/<name>_<algorithm>_s<seed>); name: the
         run's name in the summary and report (default: the model plugin's name).
     seed: seeds everything the run draws (model and value-head initialisation, rollouts,
@@ -105,6 +108,7 @@ class Trainer:
         plugin: ModelPlugin | None = None,
         iterations: int = 100,
         oracle_budget: int | None = None,
+        budget_counting: str = "calls",
         eval_samples: int = 1024,
         out_dir: str | Path | None = None,
         seed: int = 0,
@@ -150,7 +154,8 @@ class Trainer:
             self.out_dir = Path(out_dir or f"runs/{self.name}_{algo_cls.name}_s{self.seed}")
             self.out_dir.mkdir(parents=True, exist_ok=True)
             main = self.dist.is_main
-            self.reward = Reward(terms, self._runtime(OracleLedger(oracle_budget), cache=main), **combine)
+            ledger = OracleLedger(oracle_budget, counting=budget_counting)
+            self.reward = Reward(terms, self._runtime(ledger, cache=main), **combine)
             if self.dist.world_size > 1:
                 self.reward = CollectiveReward(self.reward, self.dist)
             self.eval_reward = Reward(terms, self._runtime(OracleLedger(), cache=main), **combine)
@@ -172,7 +177,8 @@ class Trainer:
             "campaign": {"name": self.name, "model": model_record,
                          "reward": [_term_record(t) for t in terms], **combine,
                          "iterations": self.iterations, "eval_samples": self.eval_samples,
-                         "oracle_budget": oracle_budget},
+                         "oracle_budget": oracle_budget,
+                         **({"budget_counting": budget_counting} if budget_counting != "calls" else {})},
             "algorithm": {"name": algo_cls.name, **dataclasses.asdict(algo_config)},
             "seed": self.seed,
         }
@@ -205,7 +211,8 @@ class Trainer:
         trainer = cls(
             camp.model.name, [build_term(t, i) for i, t in enumerate(camp.reward)], (algo_cls, algo_config),
             model_options=dict(camp.model.options), checkpoint=camp.model.checkpoint,
-            iterations=camp.iterations, oracle_budget=camp.oracle_budget, eval_samples=camp.eval_samples,
+            iterations=camp.iterations, oracle_budget=camp.oracle_budget, budget_counting=camp.budget_counting,
+            eval_samples=camp.eval_samples,
             out_dir=config.out_dir or f"runs/{camp.name}_{algo_name}_s{config.seed}", seed=config.seed,
             value_head=head_options, value_input=value_input, name=camp.name,
             aggregation=camp.aggregation, nan_policy=camp.nan_policy, nan_penalty=camp.nan_penalty,
@@ -315,6 +322,7 @@ class Trainer:
             write_reward_terms_csv(scored.components, scored.values, scored.reasons,
                                    self.out_dir / "reward_terms_initial.csv")
             state.update({"reference_final": traj.final.cpu(), "reward_initial": reward_stats(scored.values),
+                          "valid_fraction_initial": float(scored.valid.mean()),
                           "components_initial": _component_means(scored.components),
                           "initial_failures": _failure_reasons(scored.reasons)})
         state["setup"] = self.algorithm.setup()
@@ -340,8 +348,9 @@ class Trainer:
         self.plugin.write_designs(designs, scored.values, out / "designs_final")
         write_reward_terms_csv(scored.components, scored.values, scored.reasons, out / "reward_terms_final.csv")
         save_model(self.model, out / "model_final.pt", campaign=self.name)
-        value_fit = state["setup"].get("value_fit", {})
         ledger = self.reward.ledger
+        write_call_history(ledger, out / "call_history.csv")
+        value_fit = state["setup"].get("value_fit", {})
         summary: dict[str, Any] = {
             "campaign": self.name,
             "algorithm": self.algorithm.name,
@@ -349,9 +358,15 @@ class Trainer:
             "oracle_calls": ledger.total_calls,
             "oracle_budget": ledger.budget,
             "oracle_failures": sum(ledger.failures.values()),
+            "budget_counting": ledger.counting,
+            "budget_spent": ledger.spent,
+            "unique_valid_designs": ledger.unique_valid,
+            **call_history_auc(ledger),
             "eval_oracle_calls": self.eval_reward.ledger.total_calls,
             "reward_initial": state["reward_initial"],
             "reward_final": reward_stats(scored.values),
+            "valid_fraction_initial": state.get("valid_fraction_initial"),
+            "valid_fraction": float(scored.valid.mean()),
             "components_initial": state.get("components_initial"),
             "components_final": _component_means(scored.components),
             "processes": dist.world_size,
