@@ -99,3 +99,27 @@ def test_design_files_are_sdf_and_csv(tmp_path):
 def test_unknown_option_is_named():
     with pytest.raises(ValueError, match="wdith"):
         plugin.build({"wdith": 3})
+
+
+def test_pmo_campaign_counts_unique_valid_designs_and_reports_auc(tmp_path):
+    """molecule_pmo end to end on the shipped model with a tiny budget: PMO's counting, the
+    AUCs recomputed from the call history, SDF and SMILES design files."""
+    import csv
+
+    from vardbio.campaign.config import compose_config
+    from vardbio.campaign.trainer import Trainer
+    from vardbio.metrics import top_k_auc
+
+    cfg = compose_config("config", [
+        "campaign=molecule_pmo", "campaign.task=celecoxib_rediscovery", "campaign.oracle_budget=60",
+        "campaign.iterations=2", "campaign.eval_samples=8", "campaign.model.options.sampling_steps=8",
+        "algorithm.value_samples=40", "algorithm.refresh_every=1", "algorithm.refresh_samples=10",
+        "algorithm.batch_size=4", "algorithm.steps_per_update=1", "algorithm.value.epochs=2",
+        f"out_dir={tmp_path}", "progress=false", "report=false"])
+    s = Trainer.from_config(cfg).train()
+    rows = list(csv.DictReader((tmp_path / "call_history.csv").open()))
+    rewards = [float(r["reward"]) for r in rows if r["reward"]]
+    assert s["budget_counting"] == "unique_valid" and s["budget_spent"] == len(rewards) <= 60
+    assert s["auc_top10"] == pytest.approx(top_k_auc(rewards, 10, 60))
+    assert s["valid_fraction_initial"] == 1.0 and 0 <= s["auc_top1"] <= 1
+    assert (tmp_path / "designs_final.sdf").stat().st_size > 0

@@ -46,6 +46,8 @@ class CampaignSection:
     iterations: training iterations (algorithms without training ignore it);
     eval_samples: designs sampled and scored before and after (on a separate count of oracle calls);
     oracle_budget: the most real oracle calls the algorithm may spend, or null for no limit.
+    task: a name the campaign's files can interpolate into oracle params (e.g. the PMO task
+        of molecule_pmo, `${campaign.task}`); null when unused.
     budget_counting: what the budget counts: 'calls' (every real oracle call) or
         'unique_valid' (PMO's rule: each distinct design with a finite reward once; invalid
         designs and repeats are free).
@@ -63,6 +65,7 @@ class CampaignSection:
     eval_samples: int = 1024
     oracle_budget: Optional[int] = None
     budget_counting: str = "calls"
+    task: Optional[str] = None
 
 
 MIXED_PRECISION = ("no", "fp16", "bf16")
