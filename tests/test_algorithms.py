@@ -80,6 +80,25 @@ def test_ddpo_update_has_finite_gradients_and_stops_at_the_budget():
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
 
 
+def test_ddpo_kl_penalty_keeps_the_model_closer_to_the_reference():
+    """DPOK's per-step KL penalty: the same run with kl_weight > 0 ends at a lower path KL;
+    kl_weight = 0 is plain DDPO (no KL computed, no kl_step_mean)."""
+    from vardbio.model.diffusion import path_kl
+
+    kls = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        ctx = _context()
+        algo = DDPO(DDPOConfig(batch_size=32, lr=1e-3, kl_weight=weight), ctx)
+        assert algo.kl_weight == (weight or None)
+        for i in range(8):
+            metrics = algo.iteration(i)
+        assert ("kl_step_mean" in metrics) == (weight > 0)
+        traj = ctx.model.rollout(256, torch.Generator().manual_seed(1))
+        kls[weight] = float(path_kl(ctx.model, ctx.reference, traj).mean())
+    assert kls[1.0] < 0.5 * kls[0.0]
+
+
 def test_best_of_n_keeps_the_best_candidate_within_the_budget():
     ctx = _context(budget=70)
     algo = BestOfN(BestOfNConfig(n=8), ctx)
@@ -97,6 +116,8 @@ def test_algorithm_config_checks():
         VARDConfig(beta=0)
     with pytest.raises(ValueError, match="batch_size"):
         DDPOConfig(batch_size=1)
+    with pytest.raises(ValueError, match="kl_weight >= 0"):
+        DDPOConfig(kl_weight=-0.1)
     with pytest.raises(ValueError, match="cannot pay for one best-of-8"):
         BestOfN(BestOfNConfig(n=8), _context(budget=7)).final_samples(4, torch.Generator())
     with pytest.raises(ValueError, match="n >= 1"):

@@ -70,13 +70,17 @@ class FinalSamples:
 
     states: (B, ...) final states x_0; mask: (B, N) or None;
     kl: (B,) KL to the reference per sample (path KL, or a bound where noted);
-    kl_note: how kl was obtained.
+    kl_note: how kl was obtained;
+    inference: for methods that change no weights (they pay at sampling time instead), what
+        sampling one design cost and measured, e.g. denoiser_calls_per_design (None: plain
+        sampling); the summary records it as `inference`.
     """
 
     states: torch.Tensor
     mask: torch.Tensor | None
     kl: torch.Tensor
     kl_note: str
+    inference: dict[str, Any] | None = None
 
 
 class Algorithm(ABC):

@@ -18,9 +18,10 @@ import torch
 from vardbio.algorithms.base import (
     Algorithm, AlgorithmContext, affordable_designs, choose_steps, rollout_in_chunks, score_trajectory,
 )
-from vardbio.model.diffusion import path_log_ratio
+from vardbio.model.diffusion import DiffusionModel, path_log_ratio
 from vardbio.processes.gaussian import GaussianProcess
-from vardbio.value.fitting import ValueFitConfig, fit_value
+from vardbio.value.fitting import ValueFitConfig, ValueFitReport, fit_value
+from vardbio.value.heads import ValueHead
 from vardbio.value.replay import ReplayBuffer
 
 VALUE_DATA = ("rollouts", "replay")
@@ -105,33 +106,10 @@ class VARD(Algorithm):
 
     def _fit_value(self, sampler, n: int):
         """Score n rollouts of `sampler` and fit the value head on them."""
-        collective = self.ctx.collective
-        traj = rollout_in_chunks(sampler, collective.shard(n), self.config.rollout_chunk,
-                                 self.ctx.generator)
-        replay = self.config.value_data == "replay"
-        # designs of the fine-tuned model enter the replay with importance weights toward the reference
-        log_weights = (path_log_ratio(sampler, self.ctx.reference, traj).numpy()
-                       if replay and sampler is not self.ctx.reference else np.zeros(traj.batch_size))
-        scored = score_trajectory(sampler, traj, self.ctx.reward)
-        traj, rewards = collective.gather_scored(traj, scored.values)
-        log_weights = collective.all_values(log_weights)
-        n_valid = int((~np.isnan(rewards)).sum())
-        if n_valid < 2:
-            first = next((why for why in scored.reasons if why), "no reason recorded")
-            raise ValueError(
-                f"cannot fit the value head: {n_valid} of {n} designs got a "
-                f"finite reward (first failure: {first})"
-            )
-        times, weights = self.times, None
-        if replay:
-            self.replay.add(traj.final, traj.mask, rewards, log_weights)
-            traj, times = self.replay.noised(sampler.process, self.config.replay_levels, self.ctx.generator)
-            rewards, weights = self.replay.rewards, self.replay.weights()
-        self.value_head.requires_grad_(True)
-        report = fit_value(self.value_head, traj, rewards, times, self.config.value,
-                           self.config.beta, self.ctx.generator, weights)
-        self.value_head.requires_grad_(False)
-        collective.broadcast_module(self.value_head)
+        cfg = self.config
+        replay = self.replay if cfg.value_data == "replay" else None
+        report = fit_value_on_rollouts(self.ctx, self.value_head, sampler, n, cfg.value, cfg.beta,
+                                       cfg.rollout_chunk, replay, cfg.replay_levels)
         self.last_fit = report
         return report
 
@@ -180,3 +158,45 @@ class VARD(Algorithm):
         self.optimiser.load_state_dict(state["optimiser"])
         if "replay" in state:
             self.replay.load_state_dict(state["replay"])
+
+
+def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: DiffusionModel, n: int,
+                          config: ValueFitConfig, beta: float | None, rollout_chunk: int,
+                          replay: ReplayBuffer | None = None, replay_levels: int = 16) -> ValueFitReport:
+    """VARD's phase 1, shared by every method with a value head (SVDD, guidance): roll out n
+    chains of `sampler` (this process its share, `rollout_chunk` at a time), score their final
+    designs through ctx.reward (n oracle calls per reward term), and fit `head` on every state
+    against its chain's reward (NaN rewards dropped and counted; fewer than 2 finite ones is
+    an error naming the first failure). beta: the KL weight the soft target needs.
+
+    replay: fit instead on every design the buffer holds, these added, forward-noised to
+    `replay_levels` noise levels; designs of a sampler other than the reference enter it
+    with importance weights toward the reference. The head is left frozen, and the same on
+    every process.
+    """
+    collective = ctx.collective
+    traj = rollout_in_chunks(sampler, collective.shard(n), rollout_chunk, ctx.generator)
+    # designs of the fine-tuned model enter the replay with importance weights toward the reference
+    log_weights = (path_log_ratio(sampler, ctx.reference, traj).numpy()
+                   if replay is not None and sampler is not ctx.reference else np.zeros(traj.batch_size))
+    scored = score_trajectory(sampler, traj, ctx.reward)
+    traj, rewards = collective.gather_scored(traj, scored.values)
+    log_weights = collective.all_values(log_weights)
+    n_valid = int((~np.isnan(rewards)).sum())
+    if n_valid < 2:
+        first = next((why for why in scored.reasons if why), "no reason recorded")
+        raise ValueError(
+            f"cannot fit the value head: {n_valid} of {n} designs got a "
+            f"finite reward (first failure: {first})"
+        )
+    times = [sampler.process.time(k) for k in range(sampler.process.num_steps + 1)]
+    weights = None
+    if replay is not None:
+        replay.add(traj.final, traj.mask, rewards, log_weights)
+        traj, times = replay.noised(sampler.process, replay_levels, ctx.generator)
+        rewards, weights = replay.rewards, replay.weights()
+    head.requires_grad_(True)
+    report = fit_value(head, traj, rewards, times, config, beta, ctx.generator, weights)
+    head.requires_grad_(False)
+    collective.broadcast_module(head)
+    return report

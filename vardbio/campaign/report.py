@@ -15,6 +15,8 @@ a report can be rebuilt at any time. Plots only show recorded numbers:
   times the K sampling steps: an estimate of the path KL) where recorded, and the final
   evaluation's `kl_to_reference`;
 - value R² per noise-level bucket (held-out chains of the value fit);
+- reward against KL: the final designs against the optimum frontier estimated from the
+  reference's evaluation designs (summary `optimum`, vardbio.optimum), trusted points only;
 - validity / diversity / uniqueness / novelty / stability where the summary has
   <name>_initial with <name>_final (or <name>) entries.
 """
@@ -125,6 +127,48 @@ def kl_figure(summary: dict[str, Any], rows: list[dict[str, float]]) -> plt.Figu
     return fig
 
 
+def frontier_points(summary: dict[str, Any]) -> np.ndarray:
+    """(P, 2) [KL, reward] of the trusted points of the summary's estimated optimum frontier,
+    sorted by KL (empty when it has none)."""
+    rows = [(p[2], p[1]) for p in (summary.get("optimum") or {}).get("frontier") or []
+            if p[1] is not None and p[2] is not None]
+    return np.array(sorted(rows), dtype=float).reshape(-1, 2)
+
+
+def optimum_figure(summary: dict[str, Any]) -> plt.Figure | None:
+    """Reward against KL to the reference: the optimum frontier estimated from the reference
+    designs (vardbio.optimum; trusted points only), the optimum at the run's β, the pretrained
+    model and the run's own final designs."""
+    optimum = summary.get("optimum")
+    if not optimum:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 4))
+    curve = frontier_points(summary)
+    if len(curve):
+        ax.plot(curve[:, 0], curve[:, 1], "-", color="grey", label="estimated optimum frontier", gid="frontier")
+    if optimum.get("reward") is not None:
+        ax.plot([optimum["kl"]], [optimum["reward"]], "*", ms=12, color="black",
+                label=f"estimated optimum at β = {optimum['beta']:.3g}", gid="optimum_beta")
+    if "analytic" in summary:
+        ax.plot([summary["analytic"]["kl_optimum"]], [summary["analytic"]["reward_optimum"]], "x", ms=9,
+                color="tab:green", label="analytic optimum", gid="analytic_optimum")
+    ax.plot([0.0], [_num(summary["reward_initial"]["mean"])], "o", color="tab:grey", label="pretrained model",
+            gid="pretrained")
+    ax.plot([_num(summary["kl_to_reference"])], [_num(summary["reward_final"]["mean"])], "o", color="tab:red",
+            label=f"{summary['algorithm']}: final designs", gid="algorithm_point")
+    fraction = summary.get("achievable_gain_fraction")
+    title = "reward against KL to the reference"
+    ax.set_title(title if fraction is None else f"{title}\n{100 * fraction:.0f} % of the achievable gain in J = E[r] − β·KL",
+                 fontsize=10)
+    ax.set_xlabel("KL to the reference (nats; the run's own measure, see kl_note)")
+    ax.set_ylabel("mean reward")
+    ax.set_xlim(left=0)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def value_figure(summary: dict[str, Any], rows: list[dict[str, float]]) -> plt.Figure | None:
     """Held-out R² of the value head per noise-level bucket (and per refresh if any)."""
     per_bucket = summary.get("value_r2_per_bucket")
@@ -192,7 +236,8 @@ def figures(run_dir: str | Path) -> dict[str, plt.Figure]:
     """The report's plots by file stem (the caller closes them)."""
     summary, rows = load_run(run_dir)
     out = {"reward": reward_figure(summary, rows), "kl": kl_figure(summary, rows)}
-    for name, fig in (("value_r2", value_figure(summary, rows)), ("quality", quality_figure(summary))):
+    for name, fig in (("value_r2", value_figure(summary, rows)), ("quality", quality_figure(summary)),
+                      ("optimum", optimum_figure(summary))):
         if fig is not None:
             out[name] = fig
     return out
@@ -207,7 +252,7 @@ def write_report(run_dir: str | Path) -> Path:
     lines = [f"# {summary['campaign']} / {summary['algorithm']} (seed {summary['seed']})", ""]
     lines += _summary_table(summary, rows)
     captions = {"reward": "Reward", "kl": "KL to the reference", "value_r2": "Value head",
-                "quality": "Validity and diversity"}
+                "quality": "Validity and diversity", "optimum": "Against the estimated optimum"}
     for name, fig in figures(run_dir).items():
         fig.savefig(fig_dir / f"{name}.png", dpi=110)
         plt.close(fig)
@@ -246,6 +291,13 @@ def _summary_table(s: dict[str, Any], rows: list[dict[str, float]]) -> list[str]
     if "analytic" in s:
         a = s["analytic"]
         out.append(f"| analytic optimum | reward {_fmt(a.get('reward_optimum'))}, KL {_fmt(a.get('kl_optimum'))} |")
+    if s.get("optimum") and s["optimum"].get("beta") is not None:
+        o = s["optimum"]
+        found = (f"J* {_fmt(o['j_star'])}, reward {_fmt(o['reward'])}, KL {_fmt(o['kl'])}" if o["trusted"]
+                 else f"untrusted: {o['note']}")
+        out.append(f"| estimated optimum at β = {_fmt(o['beta'])} | {found} (ESS {_fmt(o['ess'])}) |")
+        out.append(f"| objective J = E[r] − β·KL | {_fmt(s.get('objective_j'))}; achievable gain reached "
+                   f"{_fmt(s.get('achievable_gain_fraction'))} |")
     return out + [""]
 
 

@@ -36,6 +36,7 @@ from vardbio.campaign.outputs import (
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Trajectory
 from vardbio.model.plugin import ModelPlugin
+from vardbio.optimum import campaign_optimum
 from vardbio.reward.compose import RuntimeConfig, build_runtime, build_term
 from vardbio.reward.ledger import OracleLedger
 from vardbio.reward.oracle import FunctionOracle, Oracle
@@ -324,7 +325,9 @@ class Trainer:
             state.update({"reference_final": traj.final.cpu(), "reward_initial": reward_stats(scored.values),
                           "valid_fraction_initial": float(scored.valid.mean()),
                           "components_initial": _component_means(scored.components),
-                          "initial_failures": _failure_reasons(scored.reasons)})
+                          "initial_failures": _failure_reasons(scored.reasons),
+                          # the optimum is estimated from these (vardbio.optimum); NaN kept
+                          "reference_rewards": np.asarray(scored.values, dtype=np.float64).tolist()})
         state["setup"] = self.algorithm.setup()
         return state
 
@@ -384,6 +387,12 @@ class Trainer:
         summary.update(self.plugin.summary_extras(self.reference, state["reference_final"],
                                                   final.states.cpu(), self.reward.terms,
                                                   self.algorithm.kl_weight))
+        if final.inference:  # methods that change no weights: what one design cost to sample
+            summary["inference"] = final.inference
+        if "reference_rewards" in state:  # absent from runs checkpointed before it was kept
+            summary.update(campaign_optimum(state["reference_rewards"], self.algorithm.kl_weight,
+                                            summary["reward_final"]["mean"], summary["kl_to_reference"],
+                                            final.kl_note))
         return summary
 
     # -- configuration record, checkpoints and resume ---------------------------------------
