@@ -134,10 +134,77 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, capsys):
 
 
 def test_all_nan_rewards_stop_with_the_reason(tmp_path, capsys):
+    """A reward failing on every design of the first chunk stops there (not after paying for
+    the whole evaluation and the value data)."""
     args = ["run", *_small(tmp_path), "campaign.reward.0.params.dim=3"]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "0 of 256 designs got a finite reward" in err and "length 3" in err
+    assert "failed on all of the first 64 reference designs" in err and "length 3" in err
+    assert not (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def _files(folder):
+    """{relative path: (mtime_ns, bytes)} of every file under folder."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.read_bytes())
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_finished_run_reprints_its_summary_and_changes_no_file(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", *_small(out, "campaign.iterations=2", "campaign.eval_samples=64", "algorithm.value_samples=64",
+                           "report=true")]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    before = _files(out)
+    assert {"summary.json", "report.md", "checkpoints/last.pt", "checkpoints/last.prev.pt"} <= set(before)
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert "holds this finished run" in again and first.strip() in again
+    assert _files(out) == before, "a rerun of a finished run changes no file"
+    summary = json.loads((out / "summary.json").read_text())
+
+    # summary.json lost (a run killed while writing its results): the results are written
+    # again (summary.json, the report), nothing else
+    (out / "summary.json").unlink()
+    assert main(args) == 0 and "holds this finished run" in capsys.readouterr().out
+    after = _files(out)
+    assert after["summary.json"][1] == before["summary.json"][1]
+    results = {k for k in after if k in ("summary.json", "report.md") or k.startswith("report/")}
+    assert {k: v for k, v in after.items() if k not in results} == \
+        {k: v for k, v in before.items() if k not in results}
+
+    # --force runs it again: new files, the same results, and the calls the first run paid
+    # still counted (its results come from the cache)
+    assert main([*args[:1], "--force", *args[1:]]) == 0
+    rerun = json.loads((out / "summary.json").read_text())
+    assert "holds this finished run" not in capsys.readouterr().out
+    assert _files(out)["model_final.pt"][0] > before["model_final.pt"][0]
+    rerun.pop("wall_seconds"), summary.pop("wall_seconds")
+    assert rerun == summary
+
+
+def test_damaged_checkpoints_are_refused_and_force_starts_over(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", *_small(out, "campaign.iterations=2", "campaign.eval_samples=32", "algorithm.value_samples=32")]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for name in ("last.pt", "last.prev.pt"):
+        path = out / "checkpoints" / name
+        path.write_bytes(path.read_bytes()[:-100])
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "cannot resume: resume state" in err[0] and "truncated" in err[0]
+    assert "--force" in err[0] and str(out / "checkpoints" / "last.pt") in err[0]
+    assert main([*args, "--force"]) == 0
+    rerun = json.loads((out / "summary.json").read_text())
+    assert rerun["oracle_calls"] == summary["oracle_calls"] and rerun["reward_final"] == summary["reward_final"]
+
+
+def test_sample_creates_its_out_dir(tmp_path):
+    out = tmp_path / "new" / "folder"
+    assert main(["sample", "model=toy", "n=3", f"out_dir={out}"]) == 0
+    assert (out / "designs.csv").read_text().count("\n") == 4
 
 
 def test_sample_writes_designs(tmp_path, capsys):

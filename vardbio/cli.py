@@ -2,6 +2,7 @@
 takes a run directory.
 
     vardbio run campaign=toy_linear algorithm=vard seed=0 out_dir=runs/x
+    vardbio run --force campaign=toy_linear out_dir=runs/x    # start runs/x over
     vardbio pretrain model=toy_gaussian8
     vardbio sample model=toy n=16
     vardbio sample checkpoint=runs/x/model_final.pt campaign=toy_linear   # and score them
@@ -35,14 +36,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=sorted(COMMANDS), help="what to do")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides, e.g. campaign=toy_linear seed=1 (report: the run directory)")
-    args = parser.parse_args(argv)
+    parser.add_argument("--force", action="store_true",
+                        help="run: start out_dir over even when it holds a finished, damaged or different "
+                             "run (its oracle cache is kept: designs already scored are not paid again)")
+    args = parser.parse_intermixed_args(argv)
     try:
         if args.command == "report":
             return _report(args.overrides)
         if args.command == "bench":
             return _bench(args.overrides)
-        cfg = compose_config(COMMANDS[args.command], args.overrides)
-        return _dispatch(args.command, cfg)
+        if args.force and args.command != "run":
+            raise ValueError("--force is an option of `vardbio run` only")
+        try:
+            cfg = compose_config(COMMANDS[args.command], args.overrides)
+        except (HydraException, OmegaConfBaseException):
+            raise
+        except (AttributeError, KeyError, TypeError) as err:  # OmegaConf's own slips on some overrides
+            raise ValueError(f"cannot apply the overrides: {type(err).__name__}: {err}") from err
+        return _dispatch(args.command, cfg, args.force)
     except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError, TypeError,
             OracleBudgetExceeded) as err:
         if os.environ.get("VARDBIO_DEBUG"):
@@ -61,8 +72,12 @@ def _report(args: Sequence[str]) -> int:
 
 
 def _describe(err: Exception) -> str:
-    """The error's own message on one line, with Hydra's hint lines kept."""
+    """The error's own message on one line, with Hydra's hint lines kept and, for a
+    Hydra error, the cause's message (which names the key and the problem)."""
     message = " ".join(str(err).split()) or type(err).__name__
+    cause = err.__cause__
+    if isinstance(err, HydraException) and cause is not None:
+        message += ": " + " ".join(str(cause).split())
     return message
 
 
@@ -77,11 +92,15 @@ def _bench(overrides: Sequence[str]) -> int:
     return 0
 
 
-def _dispatch(command: str, cfg: DictConfig) -> int:
+def _dispatch(command: str, cfg: DictConfig, force: bool = False) -> int:
     if command == "run":
         from vardbio.campaign.trainer import Trainer
-        summary = Trainer.from_config(to_run_config(cfg)).train()
+        trainer = Trainer.from_config(to_run_config(cfg), force=force)
+        summary = trainer.train()
         if int(os.environ.get("RANK", "0")) == 0:  # once, under `accelerate launch`
+            if trainer.finished_before:
+                print(f"{trainer.out_dir} holds this finished run: its summary again, without an oracle call "
+                      f"(--force runs it again)")
             _print_summary(summary)
     elif command == "pretrain":
         from vardbio.campaign.pretrain import pretrain

@@ -11,6 +11,7 @@ it take plain objects (dataclasses, dicts, models, oracles).
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -139,7 +140,7 @@ def compose_run_config(overrides: Sequence[str]) -> RunConfig:
 
 def to_run_config(config: Any) -> RunConfig:
     """A RunConfig from a composed config or a plain mapping (a RunConfig is returned as is)."""
-    return to_dataclass(RunConfig, config, "the run config")
+    return to_dataclass(RunConfig, config, "")
 
 
 def plain(node: Any) -> Any:
@@ -152,7 +153,9 @@ def plain(node: Any) -> Any:
 def to_dataclass(cls: type, data: Any, where: str) -> Any:
     """Build dataclass `cls` from a mapping, recursing into dataclass-typed fields.
 
-    Unknown keys raise a ValueError naming them, `where` they were, and the valid keys.
+    Unknown keys raise a ValueError naming them, `where` they were, and the valid keys; a
+    value of the wrong type for an int, float, bool or str field (or an Optional one) raises
+    a ValueError naming the key as `where.key` ("" for the root).
     """
     if isinstance(data, DictConfig):
         data = OmegaConf.to_container(data, resolve=True)
@@ -161,19 +164,19 @@ def to_dataclass(cls: type, data: Any, where: str) -> Any:
     if isinstance(data, cls):
         return data
     if not isinstance(data, dict):
-        raise ValueError(f"{where} must be a mapping, got {type(data).__name__}")
+        raise ValueError(f"{where or 'the run config'} must be a mapping, got {type(data).__name__}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"unknown key(s) {unknown} in {where}; valid keys: {sorted(fields)}")
+        raise ValueError(f"unknown key(s) {unknown} in {where or 'the run config'}; valid keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in data.items():
-        kwargs[key] = _convert(hints.get(key), value, f"{where}.{key}")
+        kwargs[key] = _convert(hints.get(key), value, f"{where}.{key}" if where else key)
     try:
         return cls(**kwargs)
     except TypeError as err:
-        raise ValueError(f"bad settings in {where}: {err}") from err
+        raise ValueError(f"bad settings in {where or 'the run config'}: {err}") from err
 
 
 def _convert(hint: Any, value: Any, where: str) -> Any:
@@ -183,4 +186,31 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
     if typing.get_origin(hint) is list and isinstance(value, list):
         (item,) = typing.get_args(hint) or (Any,)
         return [_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+    _check_scalar(hint, value, where)
     return value
+
+
+_SCALARS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_scalar(hint: Any, value: Any, where: str) -> None:
+    """Raise a ValueError naming `where` if `value` does not fit a scalar field type (int,
+    float, bool, str, or Optional of one; an int is a valid float); other types pass."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return
+        scalars = [a for a in args if a is not type(None)]
+        if len(scalars) != 1:
+            return
+        hint = scalars[0]
+    if hint not in _SCALARS:
+        return
+    if hint is float:
+        fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif hint is int:
+        fits = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        fits = isinstance(value, hint)
+    if not fits:
+        raise ValueError(f"{where} must be {_SCALARS[hint]}, got {value!r}")

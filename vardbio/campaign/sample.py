@@ -25,10 +25,13 @@ class SampleResult:
 
 
 def sample(cfg: DictConfig) -> SampleResult:
-    """Sample cfg.n designs under cfg.out_dir/designs.* (model and reward: see sample.yaml)."""
+    """Sample cfg.n designs under cfg.out_dir/designs.* (model and reward: see sample.yaml);
+    out_dir is created when missing."""
+    for key, minimum in (("n", 1), ("torch_threads", 1)):
+        value = cfg[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
     torch.set_num_threads(int(cfg.torch_threads))
-    if cfg.n < 1:
-        raise ValueError(f"n must be at least 1, got {cfg.n}")
     campaign = cfg.get("campaign")
     model_cfg = campaign.model if campaign else cfg.model
     plugin = registry.load("model", model_cfg.name)
@@ -47,5 +50,7 @@ def sample(cfg: DictConfig) -> SampleResult:
                               nan_policy=source.nan_policy, nan_penalty=source.nan_penalty)
         rewards = reward(designs).values
         calls = ledger.total_calls
-    files = plugin.write_designs(designs, rewards, Path(cfg.out_dir) / "designs")
+    out_dir = Path(cfg.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = plugin.write_designs(designs, rewards, out_dir / "designs")
     return SampleResult(files, rewards, calls)

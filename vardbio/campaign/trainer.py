@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
+import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -33,23 +36,32 @@ from vardbio.campaign.distributed import CollectiveReward, Distributed, concat_t
 from vardbio.campaign.outputs import (
     TensorBoardLog, call_history_auc, write_call_history, write_json, write_metrics_csv, write_reward_terms_csv,
 )
-from vardbio.model.checkpoint import save_model
+from vardbio.campaign.resume import (
+    close_runtime, credit_paid_results, discard_resume_state, read_resume_state, remove_stale_temporaries,
+    run_started_at,
+)
+from vardbio.model.checkpoint import save_model, save_verified
 from vardbio.model.diffusion import DiffusionModel, Trajectory
 from vardbio.model.plugin import ModelPlugin
 from vardbio.optimum import campaign_optimum
 from vardbio.reward.compose import RuntimeConfig, build_runtime, build_term
-from vardbio.reward.ledger import OracleLedger
+from vardbio.reward.ledger import COUNTING, OracleLedger
 from vardbio.reward.oracle import FunctionOracle, Oracle
-from vardbio.reward.reward import Reward, RewardTerm
+from vardbio.reward.reward import Reward, RewardBatch, RewardTerm
 from vardbio.reward.runtime import OracleRuntime
 from vardbio.value.heads import VALUE_INPUTS, ValueHead, with_value_input
 
 STATE_FILE = "checkpoints/last.pt"
 EVAL_SEED_OFFSET = 1_000_003
+FIRST_CHUNK = 64  # reference designs scored alone first: a reward failing on all of them stops the run
 
 
 class ResumeMismatchError(ValueError):
     """out_dir holds a run made with a different configuration."""
+
+
+class RewardFailsError(ValueError):
+    """The reward failed on every design of the first chunk the run scored."""
 
 
 class Trainer:
@@ -92,7 +104,12 @@ class Trainer:
 
     A run resumes only with the same model (plugin, options, checkpoint), reward terms,
     iterations, evaluation size, budget, algorithm settings and seed; anything else in
-    out_dir raises ResumeMismatchError.
+    out_dir raises ResumeMismatchError. A damaged checkpoints/last.pt is refused in one line
+    and the run resumes from checkpoints/last.prev.pt, or stops when that one is unusable
+    too (vardbio.campaign.resume); a resumed run's summary counts the oracle calls paid by
+    the attempts before it. A finished out_dir returns its summary and changes no file.
+    force: start over in out_dir (its checkpoints and summary are discarded; its oracle
+    cache is kept, so designs already scored are not paid again).
 
     After construction, model, reference, reward (the training reward, whose ledger counts
     the algorithm's oracle calls), eval_reward, algorithm, plugin and out_dir are attributes.
@@ -128,16 +145,18 @@ class Trainer:
         tensorboard: bool = False,
         accelerate: AccelerateSection | None = None,
         dist: Distributed | None = None,
+        force: bool = False,
     ):
         started = time.perf_counter()
-        _check_counts(iterations=iterations, eval_samples=eval_samples, checkpoint_every=checkpoint_every,
-                      oracle_budget=oracle_budget)
+        _check_counts({"iterations": iterations, "eval_samples": eval_samples,
+                       "checkpoint_every": checkpoint_every, "oracle_budget": oracle_budget},
+                      budget_counting=("budget_counting", budget_counting))
         if value_input not in VALUE_INPUTS:
             raise ValueError(f"value_input must be one of {VALUE_INPUTS}, got '{value_input}'")
         self.iterations, self.eval_samples, self.seed = int(iterations), int(eval_samples), int(seed)
         self.checkpoint_every, self.torch_threads = int(checkpoint_every), torch_threads
         self.progress, self.report, self.tensorboard = progress, report, tensorboard
-        self.oracle_cache = oracle_cache
+        self.oracle_cache, self.force, self.finished_before = oracle_cache, bool(force), False
         self.oracle_runtime = to_dataclass(RuntimeConfig, oracle_runtime, "oracle_runtime")
         algo_cls, algo_config = _resolve_algorithm(algorithm)
         terms, combine = _reward_terms(reward, aggregation, nan_policy, nan_penalty)
@@ -192,12 +211,18 @@ class Trainer:
 
     @classmethod
     def from_config(cls, config: RunConfig | Mapping[str, Any] | Any,
-                    dist: Distributed | None = None) -> "Trainer":
+                    dist: Distributed | None = None, force: bool = False) -> "Trainer":
         """The Trainer of `vardbio run`: a RunConfig (or a composed config or mapping of one,
         converted here) turned into plain objects. config.yaml holds the RunConfig, and a
-        run resumes only under the same campaign section, algorithm settings and seed."""
+        run resumes only under the same campaign section, algorithm settings and seed.
+        Every setting is checked here, before any oracle call, and a bad one is named by
+        its config key (campaign.oracle_budget, algorithm.beta, ...). force: see Trainer."""
         config = to_run_config(config)
         camp = config.campaign
+        _check_counts({"campaign.iterations": camp.iterations, "campaign.eval_samples": camp.eval_samples,
+                       "campaign.oracle_budget": camp.oracle_budget, "checkpoint_every": config.checkpoint_every,
+                       "torch_threads": config.torch_threads},
+                      budget_counting=("campaign.budget_counting", camp.budget_counting))
         head_options = dict(camp.model.value_head)
         value_input = head_options.pop("input", "noisy")
         if value_input not in VALUE_INPUTS:
@@ -208,7 +233,7 @@ class Trainer:
         if not algo_name:
             raise ValueError("the config has no algorithm name (algorithm.name)")
         algo_cls = registry.load("algorithm", algo_name)
-        algo_config = to_dataclass(algo_cls.config_class, algo_settings, f"algorithm '{algo_name}'")
+        algo_config = to_dataclass(algo_cls.config_class, algo_settings, "algorithm")
         trainer = cls(
             camp.model.name, [build_term(t, i) for i, t in enumerate(camp.reward)], (algo_cls, algo_config),
             model_options=dict(camp.model.options), checkpoint=camp.model.checkpoint,
@@ -220,7 +245,7 @@ class Trainer:
             oracle_runtime=camp.oracle_runtime, oracle_cache=camp.oracle_cache,
             checkpoint_every=config.checkpoint_every, torch_threads=config.torch_threads or None,
             progress=config.progress, report=config.report, tensorboard=config.tensorboard,
-            accelerate=config.accelerate, dist=dist)
+            accelerate=config.accelerate, dist=dist, force=force)
         # What a resumed command-line run must match, exactly as runs made before the Trainer
         # recorded it: the whole campaign section, the algorithm settings as given, the seed.
         trainer.record = {"campaign": OmegaConf.to_container(OmegaConf.structured(camp)),
@@ -240,8 +265,7 @@ class Trainer:
                 return self._train(on_iteration)
             finally:
                 for reward in (self.reward, self.eval_reward):
-                    if isinstance(reward.evaluator, OracleRuntime):
-                        reward.evaluator.close()
+                    close_runtime(reward)
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -251,17 +275,30 @@ class Trainer:
         dist, out = self.dist, self.out_dir
         self._set_threads()
         if dist.is_main:
-            (out / "config.yaml").write_text(self.config_text())
+            remove_stale_temporaries(out)  # left by a run killed while writing
+            if self.force:  # start over: the cache stays, so paid results are reused
+                discard_resume_state(out / STATE_FILE)
+                (out / "summary.json").unlink(missing_ok=True)
+        dist.barrier()
         state = self._load_state()
         dist.barrier()  # every process has read the checkpoint before the first is written
+        if dist.is_main:
+            _write_if_changed(out / "config.yaml", self.config_text())
+        if state is not None:
+            self._restore(state)
+            if state.get("finished"):  # nothing left to do: report the finished run again
+                self.finished_before = True
+                if not dist.broadcast_object(self._results_current(state) if dist.is_main else None):
+                    self._write_results(state.get("summary"), None, state["next_iteration"])
+                    if not state.get("results_written", True):
+                        self._save_state({**state, "results_written": True})
+                return dist.broadcast_object(state.get("summary"))
+        if dist.is_main:  # results paid after the checkpoint (or the start) count as paid on replay
+            since = state["saved_at"] if state is not None else run_started_at(out / "checkpoints", self.identity())
+            credit_paid_results([self.reward, self.eval_reward], since)
         if state is None:
             state = self._initial_state()
             self._save_state(state)
-        else:
-            self._restore(state)
-        if state.get("finished"):  # nothing left to do: report the finished run again
-            self._write_results(state.get("summary"), None, state["next_iteration"])
-            return dist.broadcast_object(state.get("summary"))
         dist.prepare(self.model)
 
         tensorboard = (TensorBoardLog(out / "tensorboard", state["next_iteration"])
@@ -293,15 +330,19 @@ class Trainer:
             write_metrics_csv(state["metrics"], out / "metrics.csv")
         elapsed = state["elapsed"] + time.perf_counter() - started
         summary = self._finish(state, elapsed)
-        self._save_state({**state, "elapsed": elapsed, "summary": summary, "finished": True})
+        final = {**state, "elapsed": elapsed, "summary": summary, "finished": True, "results_written": False}
+        self._save_state(final)
         self._write_results(summary, tensorboard, state["next_iteration"])
+        self._save_state({**final, "results_written": True})  # a rerun then changes no file
         return dist.broadcast_object(summary)
 
     def _write_results(self, summary: dict[str, Any] | None, tensorboard: TensorBoardLog | None,
                        step: int) -> None:
         """summary.json, the TensorBoard evaluation scalars and report.md (main process)."""
         if self.dist.is_main:
-            write_json(summary, self.out_dir / "summary.json")
+            path = self.out_dir / "summary.json"
+            if not (path.is_file() and path.read_bytes() == _json_text(summary).encode()):
+                write_json(summary, path)  # a partial file (a kill) is found and rewritten by the next run
             if tensorboard is not None:
                 tensorboard.log_summary(summary, step)
                 tensorboard.close()
@@ -318,7 +359,7 @@ class Trainer:
             eval_gen = torch.Generator().manual_seed(self.seed + EVAL_SEED_OFFSET)
             traj = self.reference.rollout(self.eval_samples, eval_gen)
             designs = self.reference.decode(traj.final, traj.mask)
-            scored = self.eval_reward(designs)
+            scored = self._score_first_chunk_then_rest(designs)
             self.plugin.write_designs(designs, scored.values, self.out_dir / "designs_initial")
             write_reward_terms_csv(scored.components, scored.values, scored.reasons,
                                    self.out_dir / "reward_terms_initial.csv")
@@ -422,20 +463,41 @@ class Trainer:
                 "identity": self.identity()}
         if len(streams) > 1:
             blob["process_generators"] = [s[0] for s in streams]
-        tmp = path.with_suffix(".tmp")
-        torch.save(blob, tmp)
-        tmp.replace(path)
+        # saved_at: cache rows created later were paid after this checkpoint (see resume.py)
+        blob["saved_at"] = time.time()
+        save_verified(blob, path, keep_previous=True)  # atomic and sealed; the last one kept as .prev
 
     def _load_state(self) -> dict[str, Any] | None:
-        path = self.out_dir / STATE_FILE
-        if not path.is_file():
-            return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        if state["identity"] != self.identity():
+        """The resume state of out_dir (None: a new run); a damaged one falls back to the
+        previous checkpoint or stops with one line (vardbio.campaign.resume)."""
+        state = read_resume_state(self.out_dir / STATE_FILE)
+        if state is not None and state["identity"] != self.identity():
             raise ResumeMismatchError(
                 f"{self.out_dir} holds a run with a different configuration (see "
-                f"{self.out_dir / 'config.yaml'}); choose another out_dir or delete it to start over")
+                f"{self.out_dir / 'config.yaml'}); choose another out_dir, or pass --force "
+                f"(force=True) to start over in it")
         return state
+
+    def _results_current(self, state: dict[str, Any]) -> bool:
+        """True when a finished run's summary.json (and report.md) are the ones it wrote, so
+        a rerun leaves every file alone."""
+        path = self.out_dir / "summary.json"
+        if not state.get("results_written", True) or not path.is_file():
+            return False
+        if self.report and not (self.out_dir / "report.md").is_file():
+            return False
+        return path.read_bytes() == _json_text(state.get("summary")).encode()
+
+    def _score_first_chunk_then_rest(self, designs: list[Any]) -> RewardBatch:
+        """The evaluation reward of the reference designs, the first FIRST_CHUNK scored
+        alone: a reward that fails on every one of them stops the run with the reasons
+        (RewardFailsError) before the rest is paid for."""
+        n = min(len(designs), FIRST_CHUNK)
+        first = self.eval_reward(designs[:n])
+        if first.failed.all():
+            raise RewardFailsError(f"the reward failed on all of the first {n} reference designs, so the run "
+                                   f"stops before paying for more: {_reason_counts(first.reasons)}")
+        return first if n == len(designs) else _join_batches(first, self.eval_reward(designs[n:]))
 
     def _restore(self, state: dict[str, Any]) -> None:
         """Weights, algorithm state, ledgers and this process's random streams from a
@@ -495,13 +557,61 @@ class Trainer:
             yield
 
 
-def _check_counts(**counts: int | None) -> None:
-    minimum = {"iterations": 0, "eval_samples": 1, "checkpoint_every": 1, "oracle_budget": 0}
+_MINIMUM = {"iterations": 0, "eval_samples": 1, "checkpoint_every": 1, "oracle_budget": 1, "torch_threads": 0}
+
+
+def _check_counts(counts: Mapping[str, Any], budget_counting: tuple[str, Any]) -> None:
+    """Each count, named as the caller knows it ('iterations' or 'campaign.iterations'), is
+    an integer of at least its minimum (oracle_budget and torch_threads may be None: no
+    limit, torch's setting); budget_counting is (its name, its value)."""
     for key, value in counts.items():
-        if value is None and key == "oracle_budget":
+        base = key.rsplit(".", 1)[-1]
+        if value is None and base in ("oracle_budget", "torch_threads"):
             continue
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum[key]:
-            raise ValueError(f"{key} must be an integer >= {minimum[key]}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < _MINIMUM[base]:
+            hint = " (or null for no limit)" if base == "oracle_budget" else ""
+            raise ValueError(f"{key} must be an integer >= {_MINIMUM[base]}{hint}, got {value!r}")
+    key, value = budget_counting
+    if value not in COUNTING:
+        raise ValueError(f"{key} must be one of {COUNTING}, got {value!r}")
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically, unless the file already holds exactly it."""
+    data = text.encode()
+    if path.is_file() and path.read_bytes() == data:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _json_text(data: Any) -> str:
+    """What write_json writes for `data` (NaN as null)."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "data.json"
+        write_json(data, path)
+        return path.read_text()
+
+
+def _reason_counts(reasons: Sequence[str | None], shown: int = 3) -> str:
+    """'12 × "reason"; 3 × "other"' for the most frequent reasons, on one line."""
+    counts = Counter(" ".join(str(r).split())[:200] for r in reasons if r)
+    text = "; ".join(f'{n} × "{why}"' for why, n in counts.most_common(shown))
+    more = len(counts) - shown
+    return text + (f"; and {more} other reason(s)" if more > 0 else "") if counts else "no reason recorded"
+
+
+def _join_batches(a: RewardBatch, b: RewardBatch) -> RewardBatch:
+    """One RewardBatch of the designs of `a` followed by those of `b`."""
+    provenance = {label: {k: v + b.provenance[label][k] if k in ("n_designs", "real_calls", "cache_hits")
+                          and k in b.provenance.get(label, {}) else v for k, v in p.items()}
+                  for label, p in a.provenance.items()}
+    return RewardBatch(np.concatenate([a.values, b.values]),
+                       {k: np.concatenate([v, b.components[k]]) for k, v in a.components.items()},
+                       list(a.reasons) + list(b.reasons),
+                       {k: np.concatenate([v, b.transformed[k]]) for k, v in a.transformed.items()},
+                       np.concatenate([a.failed, b.failed]), provenance)
 
 
 def _resolve_algorithm(algorithm: Any) -> tuple[type[Algorithm], Any]:
@@ -579,9 +689,24 @@ def _term(item: Any, index: int) -> RewardTerm:
     if isinstance(item, Mapping) or (dataclasses.is_dataclass(item) and not isinstance(item, type)):
         return build_term(item, index)
     if callable(item) and not isinstance(item, type):
+        _check_design_function(item, index)
         return RewardTerm(FunctionOracle(item))
     raise ValueError(f"reward item {index} must be an Oracle, a function of one design, a RewardTerm, "
                      f"an oracle name or a term mapping, got {item!r}")
+
+
+def _check_design_function(fn: Callable[..., Any], index: int) -> None:
+    """A reward function must be callable with one design."""
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # some builtins have none: they are tried as they are
+        return
+    try:
+        signature.bind(object())
+    except TypeError as err:
+        raise ValueError(f"reward item {index}: the function {getattr(fn, '__name__', fn)}{signature} cannot be "
+                         f"called with one design ({err}); a reward function takes one design and returns "
+                         f"a float") from None
 
 
 def _term_record(term: RewardTerm) -> dict[str, Any]:
