@@ -27,12 +27,12 @@ import torch
 from torch import nn
 
 from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.checkpoint import save_model
 from vardbio.model.plugin import ModelPlugin
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead
 from vardbio_models.image import (
-    ImageValueNet, VALUE_HEAD, decode_images, digits_dataset, pixel_diversity, sample_quality,
-    train_denoiser, write_image_designs,
+    SIZES, ImagePlugin, ImageValueNet, VALUE_HEAD, decode_images, pretrain_on_digits,
 )
 
 UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
@@ -180,8 +180,12 @@ def from_diffusers(unet: nn.Module, scheduler: Any, sampling_steps: int = 50, et
 DEFAULTS = {"unet_class": "UNet2DModel", "unet_config": None, "pretrained": None, "subfolder": None,
             "scheduler": {}, "sampling_steps": 20, "eta": 1.0, "lora": None,
             "condition_shape": None, "condition_file": None}
-ARCHITECTURE = ("unet_class", "unet_config", "lora", "condition_shape")
-PRETRAIN = {"train_steps": 2000, "batch_size": 128, "lr": 2e-3, "ema": 0.999, "eval_samples": 256}
+DATA = {"eval_samples": 256}
+# the shared loop (PretrainConfig): 5 % warm-up, cosine to 0, weight average, no clipping
+TRAINING = {"steps": 2000, "batch_size": 128, "lr": 2e-3, "warmup": 100, "ema": 0.999, "max_grad_norm": 0.0}
+TINY_UNET = {"sample_size": 8, "in_channels": 1, "out_channels": 1, "layers_per_block": 1,
+             "block_out_channels": [8, 16], "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+             "up_block_types": ["AttnUpBlock2D", "UpBlock2D"], "norm_num_groups": 4, "attention_head_dim": 4}
 
 
 class DiffusersPlugin(ModelPlugin):
@@ -192,21 +196,21 @@ class DiffusersPlugin(ModelPlugin):
     optional); scheduler (DDIM scheduler settings, or a local directory of a saved
     scheduler); sampling_steps; eta (> 0); lora (see add_lora, or null); for a conditional
     UNet condition_shape [S, D] and optionally condition_file (.pt or .npy of that shape;
-    zeros when absent). Pretraining settings: train_steps, batch_size, lr, ema, eval_samples.
+    zeros when absent). Pretraining: eval_samples and the shared loop's settings
+    (vardbio.model.training.PretrainConfig: steps, batch_size, lr, warmup, ema, ...).
     """
 
     name = "diffusers"
+    defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
+    test_options = ({"unet_config": TINY_UNET, "sampling_steps": 4, "lora": {"rank": 2},
+                     "scheduler": {"num_train_timesteps": 100, "beta_schedule": "scaled_linear",
+                                   "beta_start": 0.00085, "beta_end": 0.012}},)
 
-    def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
-        if unknown:
-            raise ValueError(f"unknown diffusers model options {sorted(unknown)}; valid: {sorted({**DEFAULTS, **PRETRAIN})}")
-        opts = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+    def check_options(self, opts: dict[str, Any]) -> None:
         if opts["unet_class"] not in UNET_CLASSES:
             raise ValueError(f"unet_class must be one of {UNET_CLASSES}, got '{opts['unet_class']}'")
         if opts["unet_config"] is None and opts["pretrained"] is None:
             raise ValueError("the diffusers model needs unet_config (constructor settings) or pretrained (a local directory)")
-        return opts
 
     def _unet(self, opts: dict[str, Any]) -> nn.Module:
         diffusers = _require_diffusers()
@@ -273,32 +277,23 @@ class DiffusersPlugin(ModelPlugin):
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
         """Train the UNet on scikit-learn's digits (the UNet must take 1 channel at 8 or 16 px)."""
-        opts = self.options(options)
-        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        opts, data, config = self.split(options)
         torch.manual_seed(seed)
         model = self.build(opts)
         cfg = model.denoiser.unet.config
-        if cfg.in_channels != 1 or cfg.sample_size not in (8, 16):
-            raise ValueError("pretraining on digits needs a 1-channel UNet with sample_size 8 or 16, "
+        if cfg.in_channels != 1 or cfg.sample_size not in SIZES:
+            raise ValueError(f"pretraining on digits needs a 1-channel UNet with sample_size in {SIZES}, "
                              f"got {cfg.in_channels} channels at {cfg.sample_size}")
         if model.denoiser.conditional:
             raise ValueError("pretraining on digits is unconditional: use unet_class UNet2DModel")
-        data = digits_dataset(cfg.sample_size)
-        fit = train_denoiser(model, data, train, seed)
-        model.eval()
-        samples = model.rollout(train["eval_samples"], torch.Generator().manual_seed(seed + 1)).final
-        metrics = {**fit, "parameters": sum(p.numel() for p in model.denoiser.parameters()),
-                   **sample_quality(samples, data), "training": train, "seed": seed}
-        from vardbio.model.checkpoint import save_model
+        model, metrics = pretrain_on_digits(model, cfg.sample_size, config, out_path, seed, int(data["eval_samples"]))
+        metrics.update({"data": data, "seed": seed})
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
-    def write_designs(self, designs, rewards, out_stem):
-        return write_image_designs(designs, rewards, out_stem)
-
-    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
-        return {"pixel_diversity_initial": pixel_diversity(reference_samples),
-                "pixel_diversity_final": pixel_diversity(final_samples)}
+    # images like the image plugin's: the same design files and summary entries
+    write_designs = ImagePlugin.write_designs
+    summary_extras = ImagePlugin.summary_extras
 
 
 plugin = DiffusersPlugin()

@@ -4,7 +4,8 @@ States are image batches (B, 1, S, S) with pixels in [-1, 1] (S = 8, the digits'
 or 16, the digits upsampled bilinearly). A design is a numpy array (S, S) in [-1, 1]: the
 format of vardbio_oracles.image. The shipped checkpoint models/weights/image_digits8.pt is
 trained by `vardbio pretrain model=image` (its metrics are stored inside it); the
-16x16 variant is `vardbio pretrain model=image16` (not shipped).
+16x16 variant is `vardbio pretrain model=image16` (not shipped). Training runs the shared
+loop (vardbio.model.training.pretrain_loop).
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from torch.nn import functional as F
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin
+from vardbio.model.training import PretrainConfig, pretrain_loop, uniform_batches
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead
@@ -216,40 +218,21 @@ def pixel_diversity(states: torch.Tensor, limit: int = 512) -> float:
     return float(d.sum() / (n * (n - 1)))
 
 
-def train_denoiser(model: DiffusionModel, data: torch.Tensor, train: dict[str, Any],
-                   seed: int) -> dict[str, Any]:
-    """Fit model.denoiser to `data` (N, ...) with the process's training loss (Adam, cosine
-    learning-rate decay, an exponential moving average of the weights copied in at the end).
-
-    train: train_steps, batch_size, lr, ema (decay). Returns loss and timing figures.
-    """
-    torch.manual_seed(seed)
+def pretrain_on_digits(model: DiffusionModel, size: int, config: PretrainConfig, out_path: Path,
+                       seed: int, eval_samples: int) -> tuple[DiffusionModel, dict[str, Any]]:
+    """Train a 1-channel image model on the digits at `size` px with the shared loop, then
+    measure `eval_samples` samples (sample_quality). Returns (the trained model, metrics)."""
+    data = digits_dataset(size)
     generator = torch.Generator().manual_seed(seed)
-    params = [p for p in model.denoiser.parameters() if p.requires_grad]
-    optimiser = torch.optim.Adam(params, lr=train["lr"])
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=train["lr"], total_steps=train["train_steps"],
-                                                   pct_start=0.05)
-    ema = [p.detach().clone() for p in params]
-    decay = float(train["ema"])
+    model, metrics = pretrain_loop(model, uniform_batches(data, config.batch_size, generator), config, out_path,
+                                   generator)
     started = time.perf_counter()
-    recent: list[float] = []
-    for step in range(train["train_steps"]):
-        idx = torch.randint(0, len(data), (train["batch_size"],), generator=generator)
-        loss = model.process.training_loss(model.denoiser, data[idx], None, generator)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        schedule.step()
-        with torch.no_grad():
-            d = min(decay, (1 + step) / (10 + step))
-            for e, p in zip(ema, params):
-                e.mul_(d).add_(p.detach(), alpha=1 - d)
-        recent = (recent + [float(loss.detach())])[-200:]
-    with torch.no_grad():
-        for e, p in zip(ema, params):
-            p.copy_(e)
-    return {"train_seconds": round(time.perf_counter() - started, 1),
-            "final_loss": round(float(np.mean(recent)), 5)}
+    samples = model.rollout(eval_samples, torch.Generator().manual_seed(seed + 1)).final
+    held = data[torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))]
+    metrics.update({"sample_seconds": round(time.perf_counter() - started, 1),
+                    "parameters": sum(p.numel() for p in model.denoiser.parameters()),
+                    **sample_quality(samples, held)})
+    return model, metrics
 
 
 def sample_quality(samples: torch.Tensor, data: torch.Tensor) -> dict[str, Any]:
@@ -290,7 +273,9 @@ DEFAULTS = {"size": 8, "base_channels": 32, "channel_mults": [1, 2], "time_dim":
             "num_train_steps": 1000, "schedule": "linear", "prediction": "eps",
             "sampling_steps": 20, "eta": 1.0}
 ARCHITECTURE = ("size", "base_channels", "channel_mults", "time_dim")
-PRETRAIN = {"train_steps": 4000, "batch_size": 128, "lr": 2e-3, "ema": 0.999, "eval_samples": 512}
+DATA = {"eval_samples": 512}
+# the shared loop (PretrainConfig): 5 % warm-up, cosine to 0, weight average, no clipping
+TRAINING = {"steps": 4000, "batch_size": 128, "lr": 2e-3, "warmup": 200, "ema": 0.999, "max_grad_norm": 0.0}
 VALUE_HEAD = {"width": 32, "time_dim": 32, "hidden": 64}
 
 
@@ -298,13 +283,11 @@ class ImagePlugin(ModelPlugin):
     """Digits images: a UNet with Gaussian diffusion (DDIM(η) sampling, ε-prediction)."""
 
     name = "image"
+    defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
+    test_options = ({"size": 8, "base_channels": 8, "sampling_steps": 4},
+                    {"size": 16, "base_channels": 8, "channel_mults": [1, 2, 2], "sampling_steps": 4})
 
-    def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        """Defaults filled in and validated (ValueError naming a bad key or value)."""
-        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
-        if unknown:
-            raise ValueError(f"unknown image model options {sorted(unknown)}; valid: {sorted({**DEFAULTS, **PRETRAIN})}")
-        merged = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+    def check_options(self, merged: dict[str, Any]) -> None:
         if merged["size"] not in SIZES:
             raise ValueError(f"image size must be one of {SIZES}, got {merged['size']}")
         mults = list(merged["channel_mults"])
@@ -315,13 +298,10 @@ class ImagePlugin(ModelPlugin):
         if merged["base_channels"] < 1 or merged["time_dim"] < 2:
             raise ValueError("base_channels must be >= 1 and time_dim >= 2")
         merged["channel_mults"] = [int(m) for m in mults]
-        return merged
 
     def build(self, options: dict[str, Any]) -> DiffusionModel:
         opts = self.options(options)
-        process = GaussianProcess(GaussianProcessConfig(
-            num_train_steps=opts["num_train_steps"], schedule=opts["schedule"],
-            prediction=opts["prediction"], sampling_steps=opts["sampling_steps"], eta=opts["eta"]))
+        process = GaussianProcess(GaussianProcessConfig.from_options(opts))
         denoiser = UNet(1, opts["base_channels"], opts["channel_mults"], opts["time_dim"])
         size = opts["size"]
         return DiffusionModel(denoiser, process, lambda n, g: Layout((n, 1, size, size)), decode_images,
@@ -337,18 +317,11 @@ class ImagePlugin(ModelPlugin):
         return WEIGHTS / f"image_digits{self.options(options)['size']}.pt"
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
-        opts = self.options(options)
-        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
-        data = digits_dataset(opts["size"])
-        model = self.build(opts)
-        fit = train_denoiser(model, data, train, seed)
-        model.eval()
-        started = time.perf_counter()
-        samples = model.rollout(train["eval_samples"], torch.Generator().manual_seed(seed + 1)).final
-        metrics = {**fit, "sample_seconds": round(time.perf_counter() - started, 1),
-                   "parameters": sum(p.numel() for p in model.denoiser.parameters()),
-                   **sample_quality(samples, data[torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))]),
-                   "options": opts, "training": train, "seed": seed}
+        opts, data, config = self.split(options)
+        torch.manual_seed(seed)
+        model, metrics = pretrain_on_digits(self.build(opts), opts["size"], config, out_path, seed,
+                                            int(data["eval_samples"]))
+        metrics.update({"options": opts, "data": data, "seed": seed})
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 

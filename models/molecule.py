@@ -12,10 +12,10 @@ training on one CPU core possible. Decode puts each heavy atom's predicted hydro
 included, with rdDetermineBonds.
 
 Noise: GaussianProcess with com_dims=3 (exact densities on the zero-CoM subspace), a
-linear schedule and ε-prediction. Denoiser: an EGNN (Satorras et al. 2021) written with
-torch_geometric's MessagePassing on a fully connected graph within each molecule, built
-with plain torch from the mask. It is equivariant to rotations, translations and atom
-permutations; the value head (same layers, mean-pooled) is invariant to all three.
+linear schedule and ε-prediction. Denoiser: an EGNN (Satorras et al. 2021) of the core's
+layers (vardbio.geometry.EGNNLayer) on an edge list fully connecting the atoms of each
+molecule, built with plain torch from the mask. It is equivariant to rotations, translations
+and atom permutations; the value head (same layers, mean-pooled) is invariant to all three.
 
 Decoding: heavy atoms closer than 0.7 × their covalent radii are a clash (failure);
 connectivity takes candidate bonds shortest first while both atoms have valence left after
@@ -36,7 +36,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -48,12 +47,12 @@ import torch
 from rdkit import Chem, DataStructs, RDLogger, rdBase
 from rdkit.Chem import AllChem, rdDetermineBonds, rdFingerprintGenerator
 from torch import nn
-from torch_geometric.nn import MessagePassing
 
+from vardbio.geometry import EdgeGraph, EGNNLayer, cat_padded, random_rotations
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin
-from vardbio.model.training import PeriodicCheckpoint, WallClockSchedule, optimiser_step, warm_start
+from vardbio.model.training import pretrain_loop
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead
@@ -238,61 +237,18 @@ def encode_state(positions: torch.Tensor, elements: torch.Tensor, hcounts: torch
     return x * m
 
 
-def random_rotations(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(n, 3, 3) rotation matrices drawn uniformly (QR of Gaussian matrices, det +1)."""
-    q, r = torch.linalg.qr(torch.randn(n, 3, 3, generator=generator))
-    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)
-    det = torch.linalg.det(q)
-    q[:, :, 0] = q[:, :, 0] * det.unsqueeze(-1)
-    return q
-
-
 # ----------------------------------------------------------------------------- networks
 
-def molecule_edges(mask: torch.Tensor) -> torch.Tensor:
-    """(2, E) edges (source, target) between every ordered pair of distinct real atoms of the
-    same molecule, indexing the flattened (B * N) nodes. Plain torch (no pyg-lib needed)."""
-    b, n = mask.shape
-    pair = mask[:, :, None] & mask[:, None, :] & ~torch.eye(n, dtype=torch.bool, device=mask.device)
-    mol, tgt, src = pair.nonzero(as_tuple=True)
-    return torch.stack([mol * n + src, mol * n + tgt])
+# the parts of the shared EGNN layer under the names this network has always saved
+LAYER_NAMES = {"edge_i": "lin_i", "edge_j": "lin_j", "edge_e": "lin_d", "edge_mlp": "phi_e", "gate": "gate",
+               "node_mlp": "phi_h", "coord_mlp": "phi_x", "norm": "norm"}
 
 
-class EGNNLayer(MessagePassing):
-    """One E(n)-equivariant layer: invariant messages from features and squared distances,
-    feature update h_i += φ_h(h_i, mean_j m_ij), coordinate update
-    x_i += mean_j (x_i - x_j) / (|x_i - x_j| + 1) · φ_x(m_ij)."""
-
-    def __init__(self, hidden: int, edge_dim: int = 1):
-        super().__init__(aggr="mean")
-        # the first edge layer W [h_i, h_j, d², d0²] is split into per-node parts
-        # (W_i h_i + W_j h_j, computed once per atom) plus the per-edge distance terms
-        self.lin_i = nn.Linear(hidden, hidden)
-        self.lin_j = nn.Linear(hidden, hidden, bias=False)
-        self.lin_d = nn.Linear(1 + edge_dim, hidden, bias=False)
-        self.phi_e = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
-        self.gate = nn.Sequential(nn.Linear(hidden, 1), nn.Sigmoid())
-        self.phi_h = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-        last = nn.Linear(hidden, 1, bias=False)
-        nn.init.xavier_uniform_(last.weight, gain=0.001)
-        self.phi_x = nn.Sequential(nn.Linear(hidden, hidden), nn.SiLU(), last)
-        self.norm = nn.LayerNorm(hidden)
-
-    def forward(self, h: torch.Tensor, x: torch.Tensor, edge_index: torch.Tensor,
-                edge_attr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = h.shape[-1]
-        out = self.propagate(edge_index, a=self.lin_i(h), b=self.lin_j(h), x=x, edge_attr=edge_attr)
-        agg_m, agg_x = out[:, :hidden], out[:, hidden:]
-        h = h + self.phi_h(torch.cat([self.norm(h), agg_m], -1))
-        return h, x + agg_x
-
-    def message(self, a_i, b_j, x_i, x_j, edge_attr):
-        diff = x_i - x_j
-        d2 = diff.pow(2).sum(-1, keepdim=True)
-        m = self.phi_e(a_i + b_j + self.lin_d(torch.cat([d2, edge_attr], -1)))
-        m = m * self.gate(m)
-        step = diff / (d2.add(1e-8).sqrt() + 1.0) * torch.tanh(self.phi_x(m)) * 15.0
-        return torch.cat([m, step], -1)
+def molecule_layer(hidden: int) -> EGNNLayer:
+    """The molecule EGNN layer: edge invariants |r_ij|² and the input's |r_ij|², gated
+    messages, LayerNorm before the node update, coordinate steps bounded as 15·tanh(·)."""
+    return EGNNLayer(hidden, edge_features=1, gate=True, edge_activation=True, norm=True, coord_scale=15.0,
+                     coord_bias=False, coord_init_gain=0.001, names=LAYER_NAMES)
 
 
 class EGNN(nn.Module):
@@ -303,7 +259,7 @@ class EGNN(nn.Module):
         super().__init__()
         self.time = TimeEmbedding(time_dim)
         self.embed = nn.Linear(NUM_FEATURES - 3 + time_dim, hidden)
-        self.layers = nn.ModuleList(EGNNLayer(hidden) for _ in range(layers))
+        self.layers = nn.ModuleList(molecule_layer(hidden) for _ in range(layers))
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None):
         b, n, f = x_t.shape
@@ -318,10 +274,10 @@ class EGNN(nn.Module):
         temb = self.time(t).to(x_t.dtype).unsqueeze(1).expand(b, n, -1)
         h = self.embed(torch.cat([feats, temb], -1)).reshape(b * n, -1)
         x = pos.reshape(b * n, 3)
-        edges = molecule_edges(mask)
-        d0 = (x[edges[0]] - x[edges[1]]).pow(2).sum(-1, keepdim=True)
+        graph = EdgeGraph.complete(mask)
+        _, d0 = graph.displacements(x)  # the input's squared distances, an edge feature of every layer
         for layer in self.layers:
-            h, x = layer(h, x, edges, d0)
+            h, x, _ = layer(h, x, d0, graph)
         return h.reshape(b, n, -1), x.reshape(b, n, 3)
 
 
@@ -739,33 +695,28 @@ DEFAULTS = {"hidden": 64, "layers": 4, "max_atoms": 20, "num_train_steps": 1000,
             "prediction": "eps", "sampling_steps": 50, "eta": 1.0,
             "smiles_file": "molecules/moses_small.smi", "repair_hydrogens": False}
 ARCHITECTURE = ("hidden", "layers", "max_atoms", "num_train_steps", "schedule", "prediction")
-PRETRAIN = {"max_molecules": 10000, "batch_size": 64, "lr": 7e-4, "lr_final": 1.0, "ema": 0.999,
-            "init": None, "train_minutes": 55.0, "max_train_steps": 1_000_000, "checkpoint_minutes": 5.0,
-            "eval_samples": 1000, "eval_batch": 250, "log": None, "dataset_cache": None}
+DATA = {"max_molecules": 10000, "eval_samples": 1000, "eval_batch": 250, "log": None, "dataset_cache": None}
+# the shared loop (PretrainConfig): a wall-clock budget, a constant learning rate unless
+# final_lr_fraction < 1, weight average, a learning-curve point every 200 steps
+TRAINING = {"steps": 1_000_000, "minutes": 55.0, "batch_size": 64, "lr": 7e-4, "final_lr_fraction": 1.0,
+            "ema": 0.999, "checkpoint_minutes": 5.0, "log_every": 200}
 
 
 class MoleculePlugin(ModelPlugin):
     """3D small molecules (≤ 20 heavy atoms, C N O F S Cl, hydrogens implicit in the state)."""
 
     name = "molecule"
+    defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
+    test_options = ({"hidden": 16, "layers": 2, "sampling_steps": 6},)
 
-    def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(options) - set(DEFAULTS) - set(PRETRAIN)
-        if unknown:
-            raise ValueError(f"unknown molecule model options {sorted(unknown)}; "
-                             f"valid: {sorted({**DEFAULTS, **PRETRAIN})}")
-        merged = {**DEFAULTS, **{k: v for k, v in options.items() if k in DEFAULTS}}
+    def check_options(self, options: dict[str, Any]) -> None:
         for key in ("hidden", "layers", "max_atoms", "sampling_steps"):
-            if int(merged[key]) < 1:
-                raise ValueError(f"molecule option {key} must be >= 1, got {merged[key]}")
-        return merged
+            if int(options[key]) < 1:
+                raise ValueError(f"molecule option {key} must be >= 1, got {options[key]}")
 
     def build(self, options: dict[str, Any]) -> DiffusionModel:
         opts = self.options(options)
-        process = GaussianProcess(GaussianProcessConfig(
-            num_train_steps=opts["num_train_steps"], schedule=opts["schedule"],
-            prediction=opts["prediction"], sampling_steps=opts["sampling_steps"], eta=opts["eta"],
-            com_dims=3))
+        process = GaussianProcess(GaussianProcessConfig.from_options(opts, com_dims=3))
         denoiser = EGNNDenoiser(opts["hidden"], opts["layers"])
         layout = AtomCountPrior(atom_count_histogram(opts["smiles_file"], opts["max_atoms"]))
         architecture = {k: opts[k] for k in ARCHITECTURE}
@@ -788,12 +739,12 @@ class MoleculePlugin(ModelPlugin):
         return WEIGHTS / "molecule.pt"
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
-        """Train on the curated MOSES subset under a wall-clock budget (`train_minutes`),
-        keeping an EMA of the weights; checkpoints (EMA weights) every `checkpoint_minutes`;
-        ends with the sample-quality metrics of `eval_samples` samples."""
-        opts = self.options(options)
-        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
-        log_path = Path(train["log"]) if train["log"] else Path(out_path).with_suffix(".log")
+        """Train on the curated MOSES subset with the shared loop (by default under a
+        wall-clock budget, `minutes`), each batch turned by uniform random rotations; ends
+        with the sample-quality metrics of `eval_samples` samples. Dataset messages and the
+        final metrics go to `log` (default: the checkpoint path with .log)."""
+        opts, data_opts, config = self.split(options)
+        log_path = Path(data_opts["log"]) if data_opts["log"] else Path(out_path).with_suffix(".log")
         log_path.parent.mkdir(parents=True, exist_ok=True)
 
         def log(msg: str) -> None:
@@ -802,59 +753,31 @@ class MoleculePlugin(ModelPlugin):
 
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        params = DatasetParams(smiles_file=opts["smiles_file"], max_molecules=int(train["max_molecules"]),
+        params = DatasetParams(smiles_file=opts["smiles_file"], max_molecules=int(data_opts["max_molecules"]),
                                max_atoms=opts["max_atoms"], seed=seed)
         started = time.perf_counter()
-        data = build_dataset(params, Path(train["dataset_cache"]) if train["dataset_cache"] else None, log)
+        cache = Path(data_opts["dataset_cache"]) if data_opts["dataset_cache"] else None
+        data = build_dataset(params, cache, log)
         data_seconds = time.perf_counter() - started
         log(f"dataset: {len(data)} molecules ready in {data_seconds:.0f} s")
-        model = self.build(opts)
-        earlier = warm_start(model, train["init"])
-        ema = model.frozen_copy()
-        optimiser = torch.optim.Adam(model.denoiser.parameters(), lr=float(train["lr"]))
-        budget = 60.0 * float(train["train_minutes"])
-        schedule = WallClockSchedule(budget, final_fraction=float(train["lr_final"]))
-        started = time.perf_counter()
-        checkpoint = PeriodicCheckpoint(out_path, train["checkpoint_minutes"])
-        step, losses = 0, []
-        while step < int(train["max_train_steps"]) and time.perf_counter() - started < budget:
-            schedule.apply(optimiser, float(train["lr"]), step, time.perf_counter() - started)
-            idx = torch.randint(0, len(data), (int(train["batch_size"]),), generator=generator)
-            rot = random_rotations(len(idx), generator)
-            pos = torch.einsum("bij,bnj->bni", rot, data.positions[idx])
-            x0 = encode_state(pos, data.elements[idx], data.hcounts[idx], data.mask[idx])
-            loss = model.process.training_loss(model.denoiser, x0, data.mask[idx], generator)
-            losses.append(optimiser_step(model, ema, optimiser, loss, float(train["ema"]), step))
-            step += 1
-            if step % 200 == 0:
-                log(f"step {step} loss {np.mean(losses[-200:]):.4f} "
-                    f"elapsed {time.perf_counter() - started:.0f} s")
-            if checkpoint.maybe_save(ema, step, float(np.mean(losses[-200:]))):
-                log(f"checkpoint at step {step} -> {out_path}")
-        train_seconds = time.perf_counter() - started
-        ema.eval()
+
+        def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            idx = torch.randint(0, len(data), (config.batch_size,), generator=generator)
+            pos = torch.einsum("bij,bnj->bni", random_rotations(len(idx), generator), data.positions[idx])
+            return encode_state(pos, data.elements[idx], data.hcounts[idx], data.mask[idx]), data.mask[idx]
+
+        model, metrics = pretrain_loop(self.build(opts), batch, config, out_path, generator)
         eval_started = time.perf_counter()
-        states, masks = [], []
-        eval_gen = torch.Generator().manual_seed(seed + 1)
-        for start in range(0, int(train["eval_samples"]), int(train["eval_batch"])):
-            traj = ema.rollout(min(int(train["eval_batch"]), int(train["eval_samples"]) - start), eval_gen)
-            states.append(traj.final)
-            masks.append(traj.mask)
-        width = max(m.shape[1] for m in masks)
-        states_t = torch.cat([nn.functional.pad(s, (0, 0, 0, width - s.shape[1])) for s in states])
-        masks_t = torch.cat([nn.functional.pad(m, (0, width - m.shape[1])) for m in masks])
-        quality = sample_quality(states_t, masks_t, set(data.smiles))
-        metrics = {
-            **quality, "train_steps": step, "train_seconds": round(train_seconds, 1), **earlier,
-            "total_train_steps": earlier["earlier_train_steps"] + step,
-            "total_train_seconds": round(earlier["earlier_train_seconds"] + train_seconds, 1),
+        states, masks = sample_final_states(model, int(data_opts["eval_samples"]),
+                                            torch.Generator().manual_seed(seed + 1), int(data_opts["eval_batch"]))
+        metrics.update({
+            **sample_quality(states, masks, set(data.smiles)),
             "dataset_seconds": round(data_seconds, 1), "eval_seconds": round(time.perf_counter() - eval_started, 1),
-            "final_loss": float(np.mean(losses[-200:])) if losses else float("nan"),
-            "dataset_molecules": len(data), "dataset": data.record, "options": opts,
-            "training": train, "seed": seed, "torch_threads": torch.get_num_threads(),
-        }
-        log("metrics " + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
-        save_model(ema, out_path, pretrain_metrics=metrics)
+            "dataset_molecules": len(data), "dataset": data.record, "options": opts, "data": data_opts,
+            "seed": seed, "torch_threads": torch.get_num_threads(),
+        })
+        log("metrics " + json.dumps({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))}))
+        save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
     def write_designs(self, designs, rewards, out_stem):
@@ -916,15 +839,9 @@ def evaluate(checkpoint: str | Path | None = None, samples: int = 1000, batch: i
     extra = read_checkpoint(path).get("extra", {})
     options = {} if sampling_steps is None else {"sampling_steps": int(sampling_steps)}
     model = plugin.load(options, path).eval()
-    generator = torch.Generator().manual_seed(seed)
     started = time.perf_counter()
-    states, masks = [], []
-    for start in range(0, samples, batch):
-        traj = model.rollout(min(batch, samples - start), generator)
-        states.append(traj.final)
-        masks.append(traj.mask)
+    states_t, masks_t = sample_final_states(model, samples, torch.Generator().manual_seed(seed), batch)
     sampling = time.perf_counter() - started
-    states_t, masks_t = torch.cat(states), torch.cat(masks)
     training = _training_smiles(extra)
     metrics = sample_quality(states_t, masks_t, training)
     strict = sample_quality(states_t, masks_t, training, connectivity="radii")
@@ -934,6 +851,14 @@ def evaluate(checkpoint: str | Path | None = None, samples: int = 1000, batch: i
     metrics.update({"sampling_seconds": round(sampling, 1), "sampling_steps": model.num_steps,
                     "checkpoint": str(path), "seed": seed})
     return metrics
+
+
+@torch.no_grad()
+def sample_final_states(model: DiffusionModel, n: int, generator: torch.Generator,
+                        batch: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
+    """Final states (n, N, F) and masks (n, N) of n samples drawn in batches of `batch`."""
+    parts = [model.rollout(min(batch, n - start), generator) for start in range(0, n, batch)]
+    return cat_padded([p.final for p in parts]), cat_padded([p.mask for p in parts])
 
 
 def _training_smiles(extra: dict[str, Any]) -> set[str] | None:

@@ -4,8 +4,9 @@ State: (B, L, 12) floats per residue: the CA position divided by CA_SCALE (kept 
 centre of mass by the process, com_dims=3), then the N-CA, C-CA and O-CA offset vectors
 divided by OFFSET_SCALE (translation-free, so no centring). Rotating a backbone rotates
 all four 3-vectors of every residue; translating it moves only the CA block, which the
-zero-CoM projection removes. The denoiser is an EGNN (Satorras et al. 2021) extended to
-carry the three offset vectors per residue: messages use only invariants (distances,
+zero-CoM projection removes. The denoiser is an EGNN (Satorras et al. 2021) of the core's
+layers (vardbio.geometry.EGNNLayer on a dense graph) carrying the three offset vectors per
+residue: messages use only invariants (distances,
 dot products of the offsets with the CA displacement, sequence separation), coordinates
 are updated along CA displacements and along the residue's own offsets, so the predicted
 clean backbone x̂_0 rotates and translates with the input (tested to 1e-4).
@@ -20,9 +21,7 @@ chain A) and a CSV of scores.
 from __future__ import annotations
 
 import csv
-import math
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,10 +31,11 @@ from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
-from vardbio.model.plugin import ModelPlugin, split_options
-from vardbio.model.training import PeriodicCheckpoint, WallClockSchedule, optimiser_step, warm_start
+from vardbio.model.plugin import ModelPlugin, check_length
+from vardbio.model.training import pretrain_loop
+from vardbio.geometry import DenseGraph, EGNNLayer, random_rotations, rotate_vectors, vector_gram
 from vardbio.nn import TimeEmbedding, mlp
-from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
+from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig, min_snr_weight
 from vardbio.value.heads import ValueHead
 
 WEIGHTS = Path(__file__).parent / "weights"
@@ -95,49 +95,15 @@ def decode_states(x0: torch.Tensor, mask: torch.Tensor | None = None) -> list[np
     return [a[:n].double().numpy() for a, n in zip(atoms, lengths)]
 
 
-def _invariants(x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pairwise CA displacements r_ij = x_i - x_j (B, L, L, 3), and invariant edge features
-    (B, L, L, 7): |r_ij|² and the dot products of both residues' offsets with r_ij."""
-    r = x[:, :, None] - x[:, None, :]
-    d2 = (r * r).sum(-1, keepdim=True)
-    own = torch.einsum("bijc,biac->bija", r, v)
-    other = torch.einsum("bijc,bjac->bija", r, v)
-    return r, d2, torch.cat([d2, own, other], -1)
+# the parts of the shared EGNN layer under the names this network has always saved
+LAYER_NAMES = {"edge_i": "edge_i", "edge_j": "edge_j", "edge_e": "edge_e", "edge_mlp": "edge_out",
+               "node_mlp": "node", "coord_mlp": "coord", "vector_mix": "mix"}
 
 
-class EquivariantLayer(nn.Module):
-    """One EGNN layer on residues with a CA position x (B, L, 3) and offsets v (B, L, 3, 3)."""
-
-    def __init__(self, hidden: int, edge_dim: int, update_coords: bool = True):
-        super().__init__()
-        # first edge layer split by input (W_i h_i + W_j h_j + W_e e_ij): no (B, L, L, 2H) concat
-        self.edge_i = nn.Linear(hidden, hidden)
-        self.edge_j = nn.Linear(hidden, hidden, bias=False)
-        self.edge_e = nn.Linear(7 + edge_dim, hidden, bias=False)
-        self.edge_out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden))
-        self.node = mlp([2 * hidden + 6, hidden, hidden])
-        self.update_coords = update_coords
-        if update_coords:
-            self.coord = mlp([hidden, hidden, 1 + 3])  # weight on r_ij for x and each offset
-            self.mix = nn.Linear(hidden, 9)  # offsets mixed among themselves, per residue
-            nn.init.zeros_(self.mix.weight)
-            nn.init.zeros_(self.mix.bias)
-
-    def forward(self, h, x, v, edge_attr, edge_mask):
-        r, d2, inv = _invariants(x, v)
-        pre = self.edge_i(h)[:, :, None] + self.edge_j(h)[:, None] + self.edge_e(torch.cat([inv, edge_attr], -1))
-        m = self.edge_out(pre) * edge_mask[..., None]
-        degree = edge_mask.sum(2, keepdim=True).clamp(min=1)
-        gram = torch.einsum("biac,bidc->biad", v, v)[:, :, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
-        h = h + self.node(torch.cat([h, m.sum(2) / degree, gram], -1))
-        if self.update_coords:
-            w = self.coord(m) * edge_mask[..., None]  # (B, L, L, 4)
-            unit = r / ((d2 + 1e-8).sqrt() + 1.0)  # eps: finite gradient at i = j
-            x = x + torch.einsum("bijc,bij->bic", unit, w[..., 0]) / degree
-            v = v + torch.einsum("bijc,bija->biac", unit, w[..., 1:]) / degree[..., None]
-            mix = self.mix(h).view(*h.shape[:2], 3, 3)
-            v = v + torch.einsum("biad,bidc->biac", mix, v)
-        return h, x, v
+def backbone_layer(hidden: int, edge_dim: int, update_coords: bool = True) -> EGNNLayer:
+    """The backbone EGNN layer on residues: a CA position and three offset vectors (N, C, O
+    minus CA) per residue, edge features of width edge_dim (the sequence separation)."""
+    return EGNNLayer(hidden, edge_dim, vectors=3, update_coords=update_coords, names=LAYER_NAMES)
 
 
 class BackboneEGNN(nn.Module):
@@ -153,7 +119,7 @@ class BackboneEGNN(nn.Module):
         self.separation = nn.Embedding(2 * max_separation + 2, 16)
         self.time = TimeEmbedding(time_dim)
         self.h_in = mlp([hidden + time_dim + 6, hidden, hidden])
-        self.layers = nn.ModuleList(EquivariantLayer(hidden, 16, update_coords) for _ in range(layers))
+        self.layers = nn.ModuleList(backbone_layer(hidden, 16, update_coords) for _ in range(layers))
 
     def features(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None):
         batch, length = x_t.shape[:2]
@@ -167,16 +133,15 @@ class BackboneEGNN(nn.Module):
         far = (idx[None, :] - idx[:, None]).abs() > self.max_separation
         sep = torch.where(far, torch.full_like(sep, 2 * self.max_separation + 1), sep)
         edge_attr = self.separation(sep)[None].expand(batch, -1, -1, -1)
-        edge_mask = mask[:, :, None] * mask[:, None, :] * (1 - torch.eye(length, device=x_t.device))
-        gram = torch.einsum("biac,bidc->biad", v, v)[:, :, [0, 0, 0, 1, 1, 2], [0, 1, 2, 1, 2, 2]]
+        graph = DenseGraph.complete(mask)
         tf = self.time(t)[:, None].expand(-1, length, -1)
-        h = self.h_in(torch.cat([self.position(idx)[None].expand(batch, -1, -1), tf, gram], -1))
-        return h, x, v, edge_attr, edge_mask, mask
+        h = self.h_in(torch.cat([self.position(idx)[None].expand(batch, -1, -1), tf, vector_gram(v)], -1))
+        return h, x, v, edge_attr, graph, mask
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        h, x, v, edge_attr, edge_mask, mask = self.features(x_t, t, mask)
+        h, x, v, edge_attr, graph, mask = self.features(x_t, t, mask)
         for layer in self.layers:
-            h, x, v = layer(h, x, v, edge_attr, edge_mask)
+            h, x, v = layer(h, x, edge_attr, graph, v)
         return torch.cat([x, v.flatten(2)], -1) * mask[..., None]
 
 
@@ -190,9 +155,9 @@ class BackboneValueNet(nn.Module):
         self.head = mlp([hidden + time_dim, hidden, 1])
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        h, x, v, edge_attr, edge_mask, mask = self.body.features(x_t, t, mask)
+        h, x, v, edge_attr, graph, mask = self.body.features(x_t, t, mask)
         for layer in self.body.layers:
-            h, _, _ = layer(h, x, v, edge_attr, edge_mask)
+            h, _, _ = layer(h, x, edge_attr, graph, v)
         pooled = (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
         return self.head(torch.cat([pooled, self.body.time(t)], -1)).squeeze(-1)
 
@@ -200,28 +165,25 @@ class BackboneValueNet(nn.Module):
 ARCH = {"max_length": 32, "hidden": 64, "layers": 3, "max_separation": 8}
 DEFAULTS = {**ARCH, "length": 32, "min_length": 32, "sampling_steps": 50, "num_train_steps": 1000,
             "schedule": "cosine", "eta": 1.0}
-PRETRAIN = {"train_steps": 5000, "batch_size": 16, "lr": 1e-3, "warmup": 100, "eval_samples": 64,
-            "snr_cap": 5.0, "ema": 0.999, "train_minutes": None, "checkpoint_minutes": 5.0, "init": None,
-            "strand_oversample": 0.0}
+DATA = {"eval_samples": 64, "snr_cap": 5.0, "strand_oversample": 0.0}
+# the shared loop (PretrainConfig): warm-up, cosine to 0 (over the clock when minutes is set)
+TRAINING = {"steps": 5000, "batch_size": 16, "lr": 1e-3, "warmup": 100, "ema": 0.999, "checkpoint_minutes": 5.0}
 
 
 class ProteinBackbonePlugin(ModelPlugin):
     """Backbones of `length` residues (min_length <= length <= max_length)."""
 
     name = "protein_backbone"
+    defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
+    test_options = ({"max_length": 12, "length": 10, "min_length": 4, "hidden": 16, "layers": 2,
+                     "sampling_steps": 5, "num_train_steps": 100},)
 
-    def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        opts, _ = split_options(self.name, options, DEFAULTS, PRETRAIN)
-        if not opts["min_length"] <= opts["length"] <= opts["max_length"]:
-            raise ValueError(f"protein_backbone cannot make length {opts['length']}: it was trained on "
-                             f"{opts['min_length']} to {opts['max_length']} residues")
-        return opts
+    def check_options(self, options: dict[str, Any]) -> None:
+        check_length(self.name, options)
 
     def build(self, options: dict[str, Any]) -> DiffusionModel:
         opts = self.options(options)
-        process = GaussianProcess(GaussianProcessConfig(
-            num_train_steps=opts["num_train_steps"], schedule=opts["schedule"], prediction="x0",
-            sampling_steps=opts["sampling_steps"], eta=opts["eta"], com_dims=3))
+        process = GaussianProcess(GaussianProcessConfig.from_options(opts, prediction="x0", com_dims=3))
         denoiser = BackboneEGNN(**{k: opts[k] for k in ARCH})
         length = opts["length"]
 
@@ -238,53 +200,36 @@ class ProteinBackbonePlugin(ModelPlugin):
         return WEIGHTS / "protein_backbone.pt"
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
-        opts = self.options(options)
-        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        """Train on the curated fragments, each batch turned by uniform random rotations, with
+        the shared loop and the Min-SNR-weighted x0 loss (γ = snr_cap); the metrics add the
+        geometry of eval_samples samples beside the data's."""
+        opts, data_opts, config = self.split(options)
         frags = read_fragments()
         if frags.shape[1] < opts["max_length"]:
             raise ValueError(f"fragments have {frags.shape[1]} residues, fewer than max_length {opts['max_length']}")
         frags = frags[:, : opts["max_length"]]
         data = encode_backbones(frags)
-        weights = fragment_weights(frags, float(train["strand_oversample"]))
+        weights = fragment_weights(frags, float(data_opts["strand_oversample"]))
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        model = self.build(opts)
-        earlier = warm_start(model, train["init"])
-        ema = model.frozen_copy()
-        optimiser = torch.optim.AdamW(model.denoiser.parameters(), lr=train["lr"], weight_decay=0.0)
-        steps, warmup = int(train["train_steps"]), int(train["warmup"])
-        minutes = train["train_minutes"]
-        # under a time budget the cosine follows the clock, otherwise the step count
-        budget = 60.0 * float(minutes) if minutes else math.inf
-        schedule = WallClockSchedule(budget if minutes else float(steps), warmup, final_fraction=0.0)
-        mask = torch.ones(int(train["batch_size"]), opts["max_length"])
-        started = time.perf_counter()
-        checkpoint = PeriodicCheckpoint(out_path, train["checkpoint_minutes"])
-        step, losses = 0, []
-        while step < steps and time.perf_counter() - started < budget:
-            schedule.apply(optimiser, float(train["lr"]), step, time.perf_counter() - started if minutes else step)
-            idx = torch.multinomial(weights, int(train["batch_size"]), replacement=True, generator=g)
-            x0 = random_rotation(data[idx], g)
-            loss = weighted_loss(model, x0, mask, float(train["snr_cap"]), g)
-            losses.append(optimiser_step(model, ema, optimiser, loss, float(train["ema"]), step))
-            step += 1
-            if step % 500 == 0:
-                print(f"step {step} loss {np.mean(losses[-500:]):.4f} "
-                      f"elapsed {time.perf_counter() - started:.0f} s", flush=True)
-            checkpoint.maybe_save(ema, step, float(np.mean(losses[-500:])))
-        model = ema
-        seconds = time.perf_counter() - started
-        model.eval()
+        mask = torch.ones(config.batch_size, opts["max_length"])
+        weight = min_snr_weight(float(data_opts["snr_cap"]), "x0")
+
+        def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            idx = torch.multinomial(weights, config.batch_size, replacement=True, generator=g)
+            return rotate_vectors(data[idx], random_rotations(config.batch_size, g)), mask
+
+        def loss(model: DiffusionModel, x0: torch.Tensor, mask: torch.Tensor, generator: torch.Generator):
+            return model.process.training_loss(model.denoiser, x0, mask, generator, weight=weight)
+
+        model, metrics = pretrain_loop(self.build(opts), batch, config, out_path, g, loss)
         samples = []
-        for start in range(0, int(train["eval_samples"]), 32):
-            traj = model.rollout(min(32, int(train["eval_samples"]) - start), g)
+        for start in range(0, int(data_opts["eval_samples"]), 32):
+            traj = model.rollout(min(32, int(data_opts["eval_samples"]) - start), g)
             samples += model.decode(traj.final, traj.mask)
-        metrics = {"final_loss_mean_last100": float(np.mean(losses[-100:])), "train_seconds": round(seconds, 1),
-                   "train_steps": step, **earlier, "total_train_steps": earlier["earlier_train_steps"] + step,
-                   "total_train_seconds": round(earlier["earlier_train_seconds"] + seconds, 1),
-                   "n_fragments": len(frags), "samples": geometry_report(samples),
-                   "data": geometry_report(list(frags[:: max(1, len(frags) // 256)])),
-                   "options": opts, "training": train, "seed": seed}
+        metrics.update({"n_fragments": len(frags), "samples": geometry_report(samples),
+                        "data": geometry_report(list(frags[:: max(1, len(frags) // 256)])),
+                        "options": opts, "data_options": data_opts, "seed": seed})
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
@@ -334,32 +279,6 @@ def fragment_weights(fragments: np.ndarray, strand_oversample: float) -> torch.T
 
     strand = SecondaryStructure("strand").score(list(fragments)).values
     return torch.as_tensor(1.0 + strand_oversample * np.nan_to_num(strand, nan=0.0), dtype=torch.float64)
-
-
-def weighted_loss(model: DiffusionModel, x0: torch.Tensor, mask: torch.Tensor, snr_cap: float,
-                  generator: torch.Generator | None) -> torch.Tensor:
-    """x0-prediction squared error weighted by min(SNR(t), snr_cap) (Min-SNR weighting, Hang et
-    al. 2023): low-noise levels, where bond lengths and angles are decided, count fully, and
-    the near-pure-noise levels do not dominate. x0: (B, L, 12) clean states."""
-    process = model.process
-    proj = process.projection(mask)
-    x0 = proj(x0)
-    t = torch.randint(0, process.config.num_train_steps, (x0.shape[0],), generator=generator)
-    noise = proj(torch.randn(x0.shape, generator=generator))
-    x_t = process.add_noise(x0, t, noise)
-    pred = proj(model.denoiser(x_t, t.to(x0.dtype) / (process.config.num_train_steps - 1), mask))
-    a = process.alpha_bar.to(x0.dtype)[t]
-    weight = (a / (1 - a)).clamp(max=snr_cap)
-    sq = (pred - x0).pow(2).flatten(1).sum(1) / proj.degrees_of_freedom(x0)
-    return (weight * sq).mean()
-
-
-def random_rotation(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """Each (L, 12) state in the batch rotated by its own uniform random rotation."""
-    q = torch.linalg.qr(torch.randn(x.shape[0], 3, 3, generator=generator)).Q
-    q = q * torch.sign(torch.linalg.det(q))[:, None, None]
-    vecs = x.reshape(*x.shape[:2], 4, 3)
-    return torch.einsum("bij,blaj->blai", q, vecs).reshape(x.shape)
 
 
 def to_pdb(backbone: np.ndarray, remark: str | None = None) -> str:

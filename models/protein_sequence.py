@@ -18,9 +18,7 @@ pseudo-log-likelihood; higher is more natural; a uniform guess scores log(1/20) 
 from __future__ import annotations
 
 import csv
-import math
 import os
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -30,7 +28,8 @@ import torch.nn.functional as F
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
-from vardbio.model.plugin import ModelPlugin, split_options
+from vardbio.model.plugin import ModelPlugin, check_length
+from vardbio.model.training import pretrain_loop
 from vardbio.nn import TokenConvValueNet, TokenTransformer
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.value.heads import ValueHead
@@ -102,21 +101,21 @@ def decode_states(x0: torch.Tensor, mask: torch.Tensor | None = None) -> list[st
 ARCH = {"max_length": 64, "width": 128, "layers": 3, "heads": 4, "ff": 256}
 DEFAULTS = {**ARCH, "length": 64, "min_length": 16, "sampling_steps": 32, "schedule": "linear",
             "relax_temperature": 0.1}
-PRETRAIN = {"train_steps": 1600, "batch_size": 64, "lr": 1e-3, "warmup": 200,
-            "short_fraction": 0.25, "eval_samples": 256}
+DATA = {"short_fraction": 0.25, "eval_samples": 256}
+# the shared loop (PretrainConfig): warm-up, cosine to 0 over the steps, no weight average
+TRAINING = {"steps": 1600, "batch_size": 64, "lr": 1e-3, "warmup": 200, "weight_decay": 0.01}
 
 
 class ProteinSequencePlugin(ModelPlugin):
     """Protein sequences of `length` residues (min_length <= length <= max_length)."""
 
     name = "protein_sequence"
+    defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
+    test_options = ({"max_length": 16, "length": 12, "min_length": 4, "width": 32, "layers": 1, "heads": 2,
+                     "ff": 64, "sampling_steps": 6},)
 
-    def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        opts, _ = split_options(self.name, options, DEFAULTS, PRETRAIN)
-        if not opts["min_length"] <= opts["length"] <= opts["max_length"]:
-            raise ValueError(f"protein_sequence cannot make length {opts['length']}: it was trained on "
-                             f"{opts['min_length']} to {opts['max_length']} residues")
-        return opts
+    def check_options(self, options: dict[str, Any]) -> None:
+        check_length(self.name, options)
 
     def build(self, options: dict[str, Any]) -> DiffusionModel:
         opts = self.options(options)
@@ -140,48 +139,35 @@ class ProteinSequencePlugin(ModelPlugin):
         return WEIGHTS / "protein_sequence.pt"
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
-        opts = self.options(options)
-        train = {**PRETRAIN, **{k: v for k, v in options.items() if k in PRETRAIN}}
+        """Train on crops of the curated proteome (windows of up to max_length residues, a
+        short_fraction of them shorter) with the shared loop; the metrics add held-out
+        cross-entropy and naturalness and the statistics of eval_samples samples."""
+        opts, data_opts, config = self.split(options)
         splits = read_crops()
         data = [s for s in splits["train"] if len(s) >= opts["min_length"]]
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
         rng = np.random.default_rng(seed)
-        model = self.build(opts)
-        optimiser = torch.optim.AdamW(model.denoiser.parameters(), lr=train["lr"], weight_decay=0.01)
-        steps, warmup = int(train["train_steps"]), int(train["warmup"])
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
-        started, losses = time.perf_counter(), []
-        for step in range(steps):
-            batch = sample_windows(data, int(train["batch_size"]), opts["max_length"], opts["min_length"],
-                                   float(train["short_fraction"]), rng)
-            x0, mask = encode(batch, opts["max_length"])
-            loss = model.process.training_loss(model.denoiser, x0, mask, g)
-            optimiser.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), 1.0)
-            optimiser.step()
-            schedule.step()
-            losses.append(float(loss.detach()))
-        seconds = time.perf_counter() - started
-        model.eval()
+
+        def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            return encode(sample_windows(data, config.batch_size, opts["max_length"], opts["min_length"],
+                                         float(data_opts["short_fraction"]), rng), opts["max_length"])
+
+        model, metrics = pretrain_loop(self.build(opts), batch, config, out_path, g)
         heldout = [s[: opts["length"]] for s in splits["heldout"] if len(s) >= opts["length"]]
         samples = []
-        for start in range(0, int(train["eval_samples"]), 128):
-            traj = model.rollout(min(128, int(train["eval_samples"]) - start), g)
+        for start in range(0, int(data_opts["eval_samples"]), 128):
+            traj = model.rollout(min(128, int(data_opts["eval_samples"]) - start), g)
             samples += model.decode(traj.final)
         natural = [s[: opts["length"]] for s in data if len(s) >= opts["length"]]
-        metrics = {
-            "final_loss_mean_last100": float(np.mean(losses[-100:])),
+        metrics.update({
             "heldout_masked_ce": heldout_masked_ce(model, heldout, seed),
             "heldout_naturalness": float(np.mean(naturalness(model, heldout))),
             "sample_naturalness": float(np.mean(naturalness(model, samples))),
-            "train_seconds": round(seconds, 1),
             "n_train_sequences": len(data), "n_heldout_sequences": len(heldout),
             "samples": sequence_statistics(samples, natural),
-            "options": opts, "training": train, "seed": seed,
-        }
+            "options": opts, "data": data_opts, "seed": seed,
+        })
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 

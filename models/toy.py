@@ -8,8 +8,6 @@ reweights it by exp(w·μ_k/β + wᵀΣ_k w/(2β²)).
 from __future__ import annotations
 
 import csv
-import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -20,7 +18,8 @@ from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
-from vardbio.model.plugin import ModelPlugin, split_options
+from vardbio.model.plugin import ModelPlugin
+from vardbio.model.training import pretrain_loop, uniform_batches
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.reward.oracle import PerDesignOracle
@@ -105,26 +104,26 @@ class ToyDenoiser(nn.Module):
 
 DEFAULTS = {"dataset": "gaussian8", "hidden": 128, "depth": 3, "num_train_steps": 1000,
             "schedule": "linear", "sampling_steps": 20, "eta": 1.0, "prediction": "eps"}
-PRETRAIN = {"train_samples": 20000, "train_steps": 4000, "batch_size": 512, "lr": 2e-3}
+DATA = {"train_samples": 20000}
+# the shared loop (PretrainConfig): cosine over the steps, no weight average, no clipping
+TRAINING = {"steps": 4000, "batch_size": 512, "lr": 2e-3, "max_grad_norm": 0.0}
 
 
 class ToyPlugin(ModelPlugin):
     """The toy domain: vectors in R^d from DATASETS."""
 
     name = "toy"
+    defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
+    test_options = ({"dataset": "gaussian2"}, {"dataset": "gaussian8"}, {"dataset": "mixture2"})
 
-    def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        merged, _ = split_options(self.name, options, DEFAULTS, PRETRAIN)
-        if merged["dataset"] not in DATASETS:
-            raise ValueError(f"unknown toy dataset '{merged['dataset']}'; available: {sorted(DATASETS)}")
-        return merged
+    def check_options(self, options: dict[str, Any]) -> None:
+        if options["dataset"] not in DATASETS:
+            raise ValueError(f"unknown toy dataset '{options['dataset']}'; available: {sorted(DATASETS)}")
 
     def build(self, options: dict[str, Any]) -> DiffusionModel:
         opts = self.options(options)
         dim = DATASETS[opts["dataset"]].dim
-        process = GaussianProcess(GaussianProcessConfig(
-            num_train_steps=opts["num_train_steps"], schedule=opts["schedule"],
-            prediction=opts["prediction"], sampling_steps=opts["sampling_steps"], eta=opts["eta"]))
+        process = GaussianProcess(GaussianProcessConfig.from_options(opts))
         denoiser = ToyDenoiser(dim, opts["hidden"], opts["depth"])
         architecture = {k: opts[k] for k in ("dataset", "hidden", "depth")}
         return DiffusionModel(denoiser, process, lambda n, g: Layout((n, dim)), _decode_vectors,
@@ -138,48 +137,29 @@ class ToyPlugin(ModelPlugin):
         return WEIGHTS / f"toy_{self.options(options)['dataset']}.pt"
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
-        opts = self.options(options)
-        _, train = split_options(self.name, options, DEFAULTS, PRETRAIN)
+        """Train on `train_samples` draws of the dataset with the shared loop; the metrics add
+        the distance of 4096 samples' mean and covariance from the true ones."""
+        opts, data_opts, config = self.split(options)
         dist = DATASETS[opts["dataset"]]
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-        data = torch.as_tensor(dist.sample(train["train_samples"], np.random.default_rng(seed)),
+        data = torch.as_tensor(dist.sample(data_opts["train_samples"], np.random.default_rng(seed)),
                                dtype=torch.float32)
-        model = self.build(opts)
-        optimiser = torch.optim.Adam(model.denoiser.parameters(), lr=train["lr"])
-        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, train["train_steps"])
-        started = time.perf_counter()
-        for _ in range(train["train_steps"]):
-            idx = torch.randint(0, len(data), (train["batch_size"],), generator=generator)
-            loss = model.process.training_loss(model.denoiser, data[idx], None, generator)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-        seconds = time.perf_counter() - started
+        batches = uniform_batches(data, config.batch_size, generator)
+        model, metrics = pretrain_loop(self.build(opts), batches, config, out_path, generator)
         samples = model.rollout(4096, generator).final.double().numpy()
         truth = dist.sample(200000, np.random.default_rng(seed + 1))
-        metrics = {
-            "final_loss": float(loss.detach()), "train_seconds": round(seconds, 1),
-            "mean_error": float(np.linalg.norm(samples.mean(0) - truth.mean(0))),
-            "cov_error": float(np.linalg.norm(np.cov(samples.T) - np.cov(truth.T))),
-            "options": opts, "training": train, "seed": seed,
-        }
+        metrics.update({"mean_error": float(np.linalg.norm(samples.mean(0) - truth.mean(0))),
+                        "cov_error": float(np.linalg.norm(np.cov(samples.T) - np.cov(truth.T))),
+                        "options": opts, "data": data_opts, "seed": seed})
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
     def write_designs(self, designs, rewards, out_stem):
         """A CSV with one row per design: x0 .. x{d-1} and, if given, the reward."""
-        path = out_stem.with_suffix(".csv")
-        path.parent.mkdir(parents=True, exist_ok=True)
         dim = len(designs[0]) if designs else 0
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow([f"x{i}" for i in range(dim)] + ([] if rewards is None else ["reward"]))
-            for i, x in enumerate(designs):
-                extra = [] if rewards is None else [f"{rewards[i]:.6g}"]
-                writer.writerow([f"{v:.6g}" for v in x] + extra)
-        return [path]
+        return write_table(out_stem, [f"x{i}" for i in range(dim)], [[f"{v:.6g}" for v in x] for x in designs],
+                           rewards)
 
     def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
         """The analytic optimum for a single linear reward (and mixture weights for mixtures).
@@ -206,6 +186,18 @@ class ToyPlugin(ModelPlugin):
             extras["analytic"]["mixture_weights_optimum"] = optimum.weights.tolist()
             extras["mixture_weights_final"] = found.tolist()
         return extras
+
+
+def write_table(out_stem: Path, header: list[str], rows: Sequence[list[str]], rewards: np.ndarray | None) -> list[Path]:
+    """<stem>.csv: `header` and one row per design, then a reward column if rewards are given."""
+    path = Path(out_stem).with_suffix(".csv")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(header + ([] if rewards is None else ["reward"]))
+        for i, row in enumerate(rows):
+            writer.writerow(row + ([] if rewards is None else [f"{rewards[i]:.6g}"]))
+    return [path]
 
 
 def _decode_vectors(x0: torch.Tensor, mask: torch.Tensor | None) -> list[np.ndarray]:

@@ -8,8 +8,6 @@ diffusion (straight-through relaxed steps, categorical KL) against a known answe
 """
 from __future__ import annotations
 
-import csv
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,11 +18,13 @@ from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
-from vardbio.model.plugin import ModelPlugin, split_options
+from vardbio.model.plugin import ModelPlugin
+from vardbio.model.training import pretrain_loop, uniform_batches
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.reward.oracle import OracleError, PerDesignOracle
 from vardbio.value.heads import ValueHead
+from vardbio_models.toy import write_table
 
 WEIGHTS = Path(__file__).parent / "weights"
 ALPHABET = "ACDEFGHIKLMNPQRSTVWY"
@@ -63,19 +63,21 @@ class FlatValueNet(nn.Module):
 
 DEFAULTS = {"length": 8, "vocab": 4, "data_seed": 0, "hidden": 256, "depth": 3,
             "sampling_steps": 8, "schedule": "linear", "relax_temperature": 0.1}
-PRETRAIN = {"train_samples": 20000, "train_steps": 3000, "batch_size": 256, "lr": 1e-3}
+DATA = {"train_samples": 20000}
+# the shared loop (PretrainConfig): a constant learning rate, no weight average, no clipping
+TRAINING = {"steps": 3000, "batch_size": 256, "lr": 1e-3, "final_lr_fraction": 1.0, "max_grad_norm": 0.0}
 
 
 class ToySequencePlugin(ModelPlugin):
     """Sequences of `length` letters from the first `vocab` letters of ALPHABET."""
 
     name = "toy_sequence"
+    defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
+    test_options = ({"length": 5, "vocab": 3, "hidden": 32, "depth": 1, "sampling_steps": 4},)
 
-    def options(self, options: dict[str, Any]) -> dict[str, Any]:
-        opts, _ = split_options(self.name, options, DEFAULTS, PRETRAIN)
-        if not 2 <= opts["vocab"] <= len(ALPHABET):
-            raise ValueError(f"vocab must be in [2, {len(ALPHABET)}], got {opts['vocab']}")
-        return opts
+    def check_options(self, options: dict[str, Any]) -> None:
+        if not 2 <= options["vocab"] <= len(ALPHABET):
+            raise ValueError(f"vocab must be in [2, {len(ALPHABET)}], got {options['vocab']}")
 
     def build(self, options: dict[str, Any]) -> DiffusionModel:
         opts = self.options(options)
@@ -101,41 +103,26 @@ class ToySequencePlugin(ModelPlugin):
         return WEIGHTS / f"toy_sequence_L{opts['length']}_V{opts['vocab']}.pt"
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
-        opts = self.options(options)
-        _, train = split_options(self.name, options, DEFAULTS, PRETRAIN)
+        """Train on `train_samples` sequences with the shared loop; the metrics add the largest
+        error of 4096 samples' per-position letter frequencies."""
+        opts, data_opts, config = self.split(options)
         probs = position_probs(opts["length"], opts["vocab"], opts["data_seed"])
         rng = np.random.default_rng(seed)
-        tokens = np.stack([rng.choice(opts["vocab"], size=train["train_samples"], p=p) for p in probs], 1)
+        tokens = np.stack([rng.choice(opts["vocab"], size=data_opts["train_samples"], p=p) for p in probs], 1)
         data = F.one_hot(torch.as_tensor(tokens), opts["vocab"] + 1).float()
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        model = self.build(opts)
-        optimiser = torch.optim.Adam(model.denoiser.parameters(), lr=train["lr"])
-        started = time.perf_counter()
-        for _ in range(train["train_steps"]):
-            idx = torch.randint(0, len(data), (train["batch_size"],), generator=g)
-            loss = model.process.training_loss(model.denoiser, data[idx], None, g)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-        seconds = time.perf_counter() - started
+        batches = uniform_batches(data, config.batch_size, g)
+        model, metrics = pretrain_loop(self.build(opts), batches, config, out_path, g)
         samples = model.rollout(4096, g).final[..., : opts["vocab"]].mean(0).numpy()
-        metrics = {"final_loss": float(loss.detach()), "train_seconds": round(seconds, 1),
-                   "marginal_error_max": float(np.abs(samples - probs).max()),
-                   "options": opts, "training": train, "seed": seed}
+        metrics.update({"marginal_error_max": float(np.abs(samples - probs).max()),
+                        "options": opts, "data": data_opts, "seed": seed})
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
     def write_designs(self, designs, rewards, out_stem):
         """FASTA-style records would suit proteins; toy sequences go to a CSV (sequence, reward)."""
-        path = out_stem.with_suffix(".csv")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["sequence"] + ([] if rewards is None else ["reward"]))
-            for i, seq in enumerate(designs):
-                writer.writerow([seq] + ([] if rewards is None else [f"{rewards[i]:.6g}"]))
-        return [path]
+        return write_table(out_stem, ["sequence"], [[seq] for seq in designs], rewards)
 
     def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
         """The exact optimum for one TokenScore reward, from the reference's own marginals."""

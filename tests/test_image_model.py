@@ -1,4 +1,5 @@
-"""The image plugin: contract, shipped checkpoint quality, design files, campaign smoke runs."""
+"""The image plugin: shipped checkpoint quality, pretraining, design files, campaign smoke runs
+(the contract on small options runs in tests/test_contracts.py)."""
 import json
 
 import numpy as np
@@ -12,12 +13,6 @@ from vardbio.model.checkpoint import read_checkpoint
 from vardbio.testing import check_model_contract
 from vardbio_models.image import digits_dataset, pixel_diversity, plugin
 from vardbio_oracles.image import DigitProbability
-
-
-@pytest.mark.parametrize("options", [{"size": 8, "base_channels": 8},
-                                     {"size": 16, "base_channels": 8, "channel_mults": [1, 2, 2]}])
-def test_image_model_contract(options):
-    check_model_contract(plugin, {**options, "sampling_steps": 4})
 
 
 def test_registered_under_its_entry_point():
@@ -39,6 +34,18 @@ def test_shipped_checkpoint_passes_the_contract_and_draws_digits():
     assert metrics["options"]["size"] == 8 and metrics["train_seconds"] > 0
 
 
+def test_pretrain_runs_the_shared_loop(tmp_path):
+    """A few steps on the digits: the shared loop's metrics and learning curve, sample quality,
+    and a checkpoint that loads; the earlier name train_steps still reads."""
+    out = tmp_path / "img.pt"
+    metrics = plugin.pretrain({"base_channels": 8, "train_steps": 3, "log_every": 1, "eval_samples": 8,
+                               "sampling_steps": 3}, out, seed=0)
+    assert metrics["train_steps"] == 3 and len(metrics["learning_curve"]) == 3
+    assert metrics["pretrain_config"]["ema"] == 0.999 and metrics["pretrain_config"]["max_grad_norm"] == 0.0
+    assert 0.0 <= metrics["classifier_confidence_samples"] <= 1.0
+    assert plugin.load({}, out).spec["options"]["base_channels"] == 8
+
+
 def test_write_designs_writes_png_grid_npy_and_csv(tmp_path):
     designs = [np.linspace(-1, 1, 64).reshape(8, 8) * s for s in (1.0, -1.0, 0.5)]
     files = plugin.write_designs(designs, np.array([0.1, np.nan, -2.0]), tmp_path / "d")
@@ -54,6 +61,8 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         plugin.build({"size": 12})
     with pytest.raises(ValueError, match="unknown image model options"):
         plugin.build({"colour": "red"})
+    with pytest.raises(ValueError, match="ema must be in"):
+        plugin.build({"ema": 1.0})
     with pytest.raises(ValueError, match="cannot be halved"):
         plugin.build({"size": 8, "channel_mults": [1, 2, 2, 2, 2]})
     with pytest.raises(ValueError, match="unknown image value-head options"):

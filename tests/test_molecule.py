@@ -1,4 +1,5 @@
-"""The 3D molecule domain: contract, equivariance, decoding, dataset cache, design files."""
+"""The 3D molecule domain: equivariance (vardbio.testing.assert_equivariant), decoding, dataset
+cache, design files, pretraining (the model contract runs in tests/test_contracts.py)."""
 from pathlib import Path
 
 import numpy as np
@@ -6,12 +7,13 @@ import pytest
 import torch
 from rdkit import Chem
 
-from vardbio.testing import check_model_contract
+from vardbio.geometry import random_rotations
+from vardbio.testing import assert_equivariant
 from vardbio.value import with_value_input
 from vardbio_models import molecule as mol_mod
 from vardbio_models.molecule import (
-    DatasetParams, DecodeFailure, build_dataset, canonical, decode_molecules, encode_state,
-    plugin, random_rotations, sample_quality,
+    DatasetParams, DecodeFailure, build_dataset, canonical, decode_molecules, encode_state, plugin,
+    sample_quality,
 )
 from vardbio_oracles.chem import QEDOracle
 
@@ -39,13 +41,6 @@ def model(smiles_file):
     return plugin.build({**TINY, "smiles_file": str(smiles_file)})
 
 
-def _transform(x, mask, rot, shift, perm):
-    """Rotate, translate (real atoms only) and permute atoms of states (B, N, F)."""
-    y = x.clone()
-    y[..., :3] = (torch.einsum("bij,bnj->bni", rot, x[..., :3]) + shift) * mask.unsqueeze(-1)
-    return y[:, perm], mask[:, perm]
-
-
 def _random_state(model, n, seed):
     g = torch.Generator().manual_seed(seed)
     layout = model.layout(n, g)
@@ -55,49 +50,37 @@ def _random_state(model, n, seed):
     return x, layout.mask
 
 
-def test_model_contract(smiles_file):
-    check_model_contract(plugin, {**TINY, "smiles_file": str(smiles_file)}, batch=2)
-
-
 def test_denoiser_is_equivariant(model):
+    """ε̂ of the coordinates rotates with the input (and ignores translations), the atom
+    features' part is invariant, and atoms may come in any order."""
     torch.manual_seed(1)
     x, mask = _random_state(model, 4, seed=3)
     t = torch.rand(4)
-    rot, shift = random_rotations(4), 5.0 * torch.randn(4, 1, 3)
-    perm = torch.randperm(x.shape[1])
-    with torch.no_grad():
-        out = model.denoiser(x, t, mask)
-        x2, mask2 = _transform(x, mask, rot, shift, perm)
-        out2 = model.denoiser(x2, t, mask2)
-    expected = out.clone()
-    expected[..., :3] = torch.einsum("bij,bnj->bni", rot, out[..., :3])
-    expected = expected[:, perm]
-    assert torch.allclose(out2, expected, atol=1e-4), float((out2 - expected).abs().max())
-    # the test can fail: a coordinate output that does not rotate is caught
-    assert not torch.allclose(out2, out[:, perm], atol=1e-4)
+    assert_equivariant(model.denoiser, (x, t, mask), mask=2, permute=True, output="equivariant",
+                       output_translated=())
+
+
+def test_shipped_denoiser_is_equivariant():
+    model = plugin.load({"sampling_steps": 10})
+    x, mask = _random_state(model, 3, seed=5)
+    assert_equivariant(model.denoiser, (x, torch.tensor([0.1, 0.5, 0.9]), mask), mask=2, permute=True,
+                       output="equivariant", output_translated=(), trials=1)
 
 
 @pytest.mark.parametrize("value_input", ["noisy", "denoised"])
 @pytest.mark.parametrize("kind", ["egnn", "set"])
 def test_value_head_is_invariant(model, kind, value_input):
+    reference = model.frozen_copy()
     head = with_value_input(plugin.value_head(model, {"kind": kind, "hidden": 16, "layers": 2}), value_input,
-                            model.frozen_copy())
+                            reference)
     for p in head.parameters():  # move away from the tiny initial coordinate weights
         p.data.add_(0.1 * torch.randn_like(p))
     x, mask = _random_state(model, 5, seed=4)
     t = torch.rand(5)
-    rot, shift = random_rotations(5), 5.0 * torch.randn(5, 1, 3)
-    perm = torch.randperm(x.shape[1])
-    with torch.no_grad():
-        v = head(x, t, mask)
-        x2, mask2 = _transform(x, mask, rot, shift, perm)
-        v2 = head(x2, t, mask2)
-        stretched = x.clone()
-        stretched[..., :3] *= 1.5
-        v3 = head(stretched, t, mask)
-    assert v.shape == (5,)
-    assert torch.allclose(v, v2, atol=1e-4), float((v - v2).abs().max())
-    assert not torch.allclose(v, v3, atol=1e-4), "the value must depend on the geometry"
+    assert head(x, t, mask).shape == (5,)
+    if value_input == "denoised":  # x̂_0 = (x_t - sqrt(1 - ᾱ) ε̂) / sqrt(ᾱ) magnifies float32 rounding up to
+        head, reference, x = head.double(), reference.double(), x.double()  # 1/sqrt(ᾱ) ≈ 100 times
+    assert_equivariant(head, (x, t, mask), mask=2, permute=True)  # also: it depends on the geometry
 
 
 def test_rollout_keeps_zero_centre_of_mass_and_padding(model):
@@ -224,6 +207,21 @@ def test_shipped_checkpoint_loads_and_records_its_training():
     model = plugin.load({"sampling_steps": 10})
     traj = model.rollout(2, torch.Generator().manual_seed(0))
     assert len(model.decode(traj.final, traj.mask)) == 2
+
+
+def test_pretrain_runs_the_shared_loop_on_a_tiny_set(smiles_file, tmp_path):
+    """A few steps of pretraining (the older option names still read), then the checkpoint
+    loads with its metrics and learning curve."""
+    out = tmp_path / "mol.pt"
+    metrics = plugin.pretrain({**TINY, "smiles_file": str(smiles_file), "max_molecules": len(SMILES),
+                               "train_minutes": 1.0, "max_train_steps": 3, "lr_final": 0.5, "log_every": 1,
+                               "eval_samples": 4, "eval_batch": 2, "dataset_cache": str(tmp_path / "c.pt")},
+                              out, seed=0)
+    assert metrics["train_steps"] == 3 and len(metrics["learning_curve"]) == 3 and metrics["samples"] == 4
+    config = metrics["pretrain_config"]
+    assert config["minutes"] == 1.0 and config["final_lr_fraction"] == 0.5 and config["log_every"] == 1
+    assert "metrics" in out.with_suffix(".log").read_text()
+    assert plugin.load({"smiles_file": str(smiles_file)}, out).denoiser.trunk.layers[0].phi_e[1].in_features == 16
 
 
 @pytest.mark.slow

@@ -64,7 +64,8 @@ def test_entry_points_register_the_model_and_the_oracle():
 def test_plugin_passes_the_contracts():
     from vardbio.testing import check_model_contract, check_oracle_contract
 
-    check_model_contract(registry.load("model", "ring"), {})
+    ring = registry.load("model", "ring")
+    check_model_contract(ring, ring.test_options[0])  # also run by tests/test_contracts.py once installed
     oracle = registry.load("oracle", "ring_angle")(target_degrees=90)
     check_oracle_contract(oracle, [{"x": 0.0, "y": 1.0}, {"x": 1.0, "y": 1.0}],
                           [{"x": 0.0, "y": 0.0}, {"x": float("nan"), "y": 1.0}])

@@ -1,5 +1,6 @@
-"""The protein-backbone plugin: contract, equivariance and invariance to 1e-4, encoding and
-bad input, PDB output, geometry figures."""
+"""The protein-backbone plugin: equivariance and invariance to 1e-4 (vardbio.testing.
+assert_equivariant), encoding and bad input, PDB output, geometry figures, pretraining (the
+model contract runs in tests/test_contracts.py with the plugin's test_options)."""
 import math
 
 import numpy as np
@@ -7,29 +8,16 @@ import pytest
 import torch
 
 from vardbio import registry
-from vardbio.testing import check_model_contract
+from vardbio.testing import assert_equivariant
 from vardbio.value import with_value_input
 from vardbio_models import protein_backbone as pb
 
-TINY = {"max_length": 12, "length": 10, "min_length": 4, "hidden": 16, "layers": 2, "sampling_steps": 5,
-        "num_train_steps": 100}
+TINY = pb.plugin.test_options[0]
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
     torch.set_num_threads(1)
-
-
-def _rotation(seed: int) -> torch.Tensor:
-    q = torch.linalg.qr(torch.randn(3, 3, generator=torch.Generator().manual_seed(seed))).Q
-    return q * torch.sign(torch.linalg.det(q))
-
-
-def _transform(x: torch.Tensor, rot: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate all four 3-vectors of every residue; translate the CA block."""
-    vecs = x.reshape(*x.shape[:2], 4, 3) @ rot.T
-    vecs[:, :, 0] += shift
-    return vecs.reshape(x.shape)
 
 
 def _fragments(n: int = 3, length: int = 10) -> torch.Tensor:
@@ -40,30 +28,30 @@ def test_registered_under_its_entry_point():
     assert registry.load("model", "protein_backbone") is pb.plugin
 
 
-def test_model_contract_on_a_tiny_model():
-    model = check_model_contract(pb.plugin, TINY)
+def test_a_tiny_model_decodes_finite_backbones():
+    torch.manual_seed(0)
+    model = pb.plugin.build(TINY)
     designs = model.decode(model.rollout(2, torch.Generator().manual_seed(0)).final)
     assert all(d.shape == (10, 4, 3) and np.isfinite(d).all() for d in designs)
 
 
 def test_denoiser_is_rotation_and_translation_equivariant():
+    """x̂_0 rotates all four vectors of a residue with the input and translates its CA block;
+    with padding, the padded residues do not matter."""
     torch.manual_seed(0)
     model = pb.plugin.build(TINY)
     x = _fragments() + 0.3 * torch.randn(3, 10, 12)
     t = torch.tensor([0.1, 0.5, 0.9])
-    rot, shift = _rotation(1), torch.tensor([4.0, -2.0, 7.0]) / pb.CA_SCALE
     with torch.no_grad():
-        out = model.denoiser(x, t, None)
-        moved = model.denoiser(_transform(x, rot, shift), t, None)
-    assert (out - x).abs().max() > 1e-2, "the denoiser must do something"
-    assert torch.allclose(moved, _transform(out, rot, shift), atol=1e-4)
-    # a whole reverse step's mean commutes with rotations (its noise is isotropic)
+        assert (model.denoiser(x, t, None) - x).abs().max() > 1e-2, "the denoiser must do something"
+    assert_equivariant(model.denoiser, (x, t, None), vectors=4, output="equivariant")
     mask = torch.ones(3, 10)
-    centred = model.process.projection(mask)(x)
-    with torch.no_grad():
-        mean = model.step(centred, 2, mask).mean
-        mean_rot = model.step(_transform(centred, rot, torch.zeros(3)), 2, mask).mean
-    assert torch.allclose(mean_rot, _transform(mean, rot, torch.zeros(3)), atol=1e-4)
+    mask[1, 7:] = 0
+    assert_equivariant(model.denoiser, (x * mask[..., None], t, mask), vectors=4, mask=2, output="equivariant")
+    # a whole reverse step's mean commutes with rotations (its noise is isotropic)
+    centred = model.process.projection(torch.ones(3, 10))(x)
+    assert_equivariant(lambda y: model.step(y, 2, torch.ones(3, 10)).mean, (centred,), vectors=4,
+                       translated=(), output="equivariant")
 
 
 @pytest.mark.parametrize("value_input", ["noisy", "denoised"])
@@ -74,11 +62,8 @@ def test_value_head_is_rotation_and_translation_invariant(value_input):
                             model.frozen_copy())
     x = _fragments() + 0.3 * torch.randn(3, 10, 12)
     t = torch.tensor([0.2, 0.6, 1.0])
-    with torch.no_grad():
-        v = head(x, t, None)
-        v_moved = head(_transform(x, _rotation(2), torch.tensor([1.0, 2.0, -3.0])), t, None)
-    assert v.shape == (3,) and v.abs().max() > 0
-    assert torch.allclose(v, v_moved, atol=1e-4)
+    assert head(x, t, None).shape == (3,)
+    assert_equivariant(head, (x, t, None), vectors=4)
 
 
 def test_encode_decode_round_trip():
@@ -129,7 +114,7 @@ def test_sheet_campaign_smoke_run_writes_pdb_files_and_geometry(tmp_path):
     from vardbio.cli import main
 
     ckpt = tmp_path / "tiny.pt"
-    assert main(["pretrain", "model=protein_backbone", f"out={ckpt}", "model.options.train_steps=2",
+    assert main(["pretrain", "model=protein_backbone", f"out={ckpt}", "model.options.steps=2",
                  "+model.options.eval_samples=2", "model.options.hidden=16", "model.options.layers=1",
                  "model.options.sampling_steps=4"]) == 0
     out = tmp_path / "run"
@@ -172,3 +157,16 @@ def test_fragment_weights_favour_strand_rich_fragments_and_reject_negative_facto
     assert weighted[strand.argmax()] > weighted[strand.argmin()]
     with pytest.raises(ValueError, match="strand_oversample"):
         pb.fragment_weights(frags, -1.0)
+
+
+def test_pretraining_uses_min_snr_weighting_and_uniform_rotations(tmp_path):
+    """Two steps of the shared loop on a tiny model: the Min-SNR-weighted loss, the earlier
+    option names (train_steps, train_minutes = null) still read, the metrics recorded."""
+    metrics = pb.plugin.pretrain({**TINY, "train_steps": 2,
+                                  "train_minutes": None, "eval_samples": 2, "snr_cap": 2.0, "log_every": 1},
+                                 tmp_path / "bb.pt", seed=0)
+    assert metrics["train_steps"] == 2 and len(metrics["learning_curve"]) == 2
+    assert metrics["pretrain_config"]["minutes"] == 0.0 and metrics["data_options"]["snr_cap"] == 2.0
+    assert pb.plugin.load({"length": 10}, tmp_path / "bb.pt").denoiser.max_length == TINY["max_length"]
+    with pytest.raises(ValueError, match="give one"):
+        pb.plugin.options({"steps": 3, "train_steps": 4})

@@ -1,5 +1,6 @@
-"""The protein-sequence plugin: contract, encoding and bad input, naturalness, design files,
-the shipped checkpoint, pretraining and a campaign smoke run."""
+"""The protein-sequence plugin: sampling, encoding and bad input, naturalness, design files,
+the shipped checkpoint, pretraining and a campaign smoke run (the model contract runs in
+tests/test_contracts.py with the plugin's test_options)."""
 import json
 import math
 
@@ -11,11 +12,9 @@ from Bio import SeqIO
 from vardbio import registry
 from vardbio.cli import main
 from vardbio.model.checkpoint import read_checkpoint
-from vardbio.testing import check_model_contract
 from vardbio_models import protein_sequence as ps
 
-TINY = {"max_length": 16, "length": 12, "min_length": 4, "width": 32, "layers": 1, "heads": 2,
-        "ff": 64, "sampling_steps": 6}
+TINY = ps.plugin.test_options[0]
 
 
 @pytest.fixture(autouse=True)
@@ -27,8 +26,9 @@ def test_registered_under_its_entry_point():
     assert registry.load("model", "protein_sequence") is ps.plugin
 
 
-def test_model_contract_on_a_tiny_model():
-    model = check_model_contract(ps.plugin, TINY)
+def test_a_tiny_model_samples_unmasked_sequences():
+    torch.manual_seed(0)
+    model = ps.plugin.build(TINY)
     traj = model.rollout(4, torch.Generator().manual_seed(1))
     assert traj.final.shape == (4, 12, 21)
     assert traj.final[..., ps.VOCAB].sum() == 0, "a finished sample has no masked position"
@@ -61,7 +61,7 @@ def test_a_length_the_model_cannot_make_is_a_clear_error(length):
 
 
 def test_unknown_option_is_named():
-    with pytest.raises(ValueError, match="unknown protein_sequence options \\['widht'\\]"):
+    with pytest.raises(ValueError, match="unknown protein_sequence model options \\['widht'\\]"):
         ps.plugin.build({"widht": 3})
 
 
@@ -134,11 +134,13 @@ def test_shipped_checkpoint_samples_natural_like_sequences():
 
 def test_pretrain_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     out = tmp_path / "ps.pt"
-    assert main(["pretrain", "model=protein_sequence", f"out={out}", "+model.options.train_steps=3",
+    assert main(["pretrain", "model=protein_sequence", f"out={out}", "+model.options.steps=3",
                  "+model.options.eval_samples=4", "+model.options.width=32", "+model.options.layers=1",
-                 "+model.options.ff=64"]) == 0
+                 "+model.options.ff=64", "+model.options.log_every=1"]) == 0
     metrics = read_checkpoint(out)["extra"]["pretrain_metrics"]
     assert metrics["n_train_sequences"] > 1500 and metrics["n_heldout_sequences"] > 50
+    assert metrics["train_steps"] == 3 and [p["step"] for p in metrics["learning_curve"]] == [1, 2, 3]
+    assert metrics["pretrain_config"]["weight_decay"] == 0.01, "the plugin's own loop defaults"
     model = ps.plugin.load({}, out)
     assert model.denoiser.embed.out_features == 32
 

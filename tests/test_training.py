@@ -1,11 +1,12 @@
-"""Pretraining helpers: the wall-clock schedule, the weight EMA, warm starts."""
+"""The shared pretraining loop and its pieces (the wall-clock schedule, the weight EMA, warm
+starts), plugin training options (PretrainConfig, earlier names), the Min-SNR loss hook."""
 import math
 
 import pytest
 import torch
 
 from vardbio.model.checkpoint import CheckpointMismatchError, save_model
-from vardbio.model.training import WallClockSchedule, ema_update, warm_start
+from vardbio.model.training import PretrainConfig, WallClockSchedule, ema_update, optimiser_step, warm_start
 from vardbio_models.toy import plugin
 
 
@@ -100,3 +101,68 @@ def test_pretrain_loop_trains_warm_starts_and_names_bad_settings(tmp_path):
         PretrainConfig(steps=0)
     with pytest.raises(ValueError, match=r"\['stpes'\]"):
         PretrainConfig.from_options("toy", {"stpes": 3})
+
+
+def test_plugin_options_are_typed_with_the_earlier_names_still_read():
+    from vardbio.model.plugin import pretrain_options
+
+    arch, data, config = pretrain_options("toy model", {"hidden": 8, "train_steps": 7, "lr_final": 0.5,
+                                                        "train_minutes": None, "n": 3},
+                                          {"hidden": 128}, {"n": 1}, {"steps": 100, "lr": 2e-3})
+    assert arch == {"hidden": 8} and data == {"n": 3}
+    assert (config.steps, config.final_lr_fraction, config.minutes, config.lr) == (7, 0.5, 0.0, 2e-3)
+    with pytest.raises(ValueError, match=r"unknown toy model options \['stpes'\]"):
+        pretrain_options("toy model", {"stpes": 3}, {}, {}, {})
+    with pytest.raises(ValueError, match=r"\['steps', 'max_train_steps'\] all set the pretraining option 'steps'"):
+        pretrain_options("toy model", {"steps": 3, "max_train_steps": 4}, {}, {}, {})
+    with pytest.raises(ValueError, match="final_lr_fraction must be in"):
+        pretrain_options("toy model", {"final_lr_fraction": 1.5}, {}, {}, {})
+    with pytest.raises(ValueError, match="max_grad_norm must be >= 0"):
+        PretrainConfig(max_grad_norm=-1.0)
+    assert plugin.split({"train_steps": 5})[2].steps == 5, "a plugin reads the earlier names too"
+
+
+def test_zero_max_grad_norm_leaves_gradients_unclipped():
+    torch.manual_seed(0)
+    model = plugin.build({"hidden": 16, "depth": 1})
+    ema = model.frozen_copy()
+    params = list(model.denoiser.parameters())
+    start = [p.detach().clone() for p in params]
+    optimiser = torch.optim.SGD(params, lr=1.0)
+    loss = 100.0 * sum(p.sum() for p in params)  # gradient 100 everywhere: norm far above 1
+    optimiser_step(model, ema, optimiser, loss, ema_decay=0.0, step=0, max_grad_norm=0.0)
+    assert all(torch.allclose(p0 - p, torch.full_like(p, 100.0)) for p0, p in zip(start, params))
+
+
+def test_min_snr_weighting_is_a_hook_of_the_gaussian_loss():
+    from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig, min_snr_weight
+
+    a = torch.tensor([0.99, 0.5, 0.01])
+    snr = a / (1 - a)
+    assert torch.allclose(min_snr_weight(5.0, "x0")(a), torch.tensor([5.0, 1.0, float(snr[2])]))
+    assert torch.allclose(min_snr_weight(5.0, "eps")(a), torch.tensor([5.0 / float(snr[0]), 1.0, 1.0]))
+    with pytest.raises(ValueError, match="γ must be > 0"):
+        min_snr_weight(0.0)
+    process = GaussianProcess(GaussianProcessConfig(num_train_steps=100, prediction="x0"))
+    denoiser = torch.nn.Linear(4, 4)
+    x0 = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+
+    def loss(weight=None):
+        return process.training_loss(lambda x, t, m: denoiser(x), x0, None, torch.Generator().manual_seed(1), weight)
+
+    assert torch.equal(loss(lambda a: torch.ones_like(a)), loss())
+    assert torch.allclose(loss(lambda a: 2 * torch.ones_like(a)), 2 * loss())
+    assert not torch.allclose(loss(min_snr_weight(1.0)), loss())
+
+
+def test_toy_presets_pretrain_from_the_command_line(tmp_path):
+    from vardbio.cli import main
+    from vardbio.model.checkpoint import read_checkpoint
+
+    out = tmp_path / "toy.pt"
+    assert main(["pretrain", "model=toy_gaussian2", f"out={out}", "+model.options.steps=40",
+                 "+model.options.train_samples=500", "+model.options.log_every=20"]) == 0
+    metrics = read_checkpoint(out)["extra"]["pretrain_metrics"]
+    assert metrics["train_steps"] == 40 and [p["step"] for p in metrics["learning_curve"]] == [20, 40]
+    assert metrics["pretrain_config"]["max_grad_norm"] == 0.0 and metrics["data"] == {"train_samples": 500}
+    assert metrics["mean_error"] >= 0 and metrics["cov_error"] >= 0

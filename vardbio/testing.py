@@ -1,7 +1,8 @@
 """Contract checks every plugin must pass; call them from a plugin's own tests.
 
-    from vardbio.testing import check_model_contract, check_oracle_contract
+    from vardbio.testing import assert_equivariant, check_model_contract, check_oracle_contract
     check_model_contract(my_plugin, {"size": "tiny"})
+    assert_equivariant(model.denoiser, (x_t, t, mask), mask=2, permute=True, output="equivariant")
 
 Each check raises AssertionError with a message naming the broken promise.
 """
@@ -9,11 +10,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from vardbio.geometry import random_rotations
 from vardbio.model.checkpoint import load_weights, save_model
 from vardbio.model.diffusion import DiffusionModel
 from vardbio.model.plugin import ModelPlugin
@@ -103,3 +105,72 @@ def check_oracle_contract(oracle: Oracle, good: Sequence[Any], bad: Sequence[Any
     singles = [oracle.score([d]).values[0] for d in good]
     assert np.allclose(singles, result.values[:n]), "a batch must score as its designs one by one"
     assert isinstance(oracle.identity(), str) and oracle.name in oracle.identity()
+
+
+def assert_equivariant(fn: Callable[..., torch.Tensor], inputs: Sequence[Any], *, vectors: int = 1,
+                       translated: Sequence[int] = (0,), output: str = "invariant",
+                       output_translated: Sequence[int] | None = None, mask: int | None = None,
+                       permute: bool = False, trials: int = 2, shift: float = 5.0, atol: float = 1e-4,
+                       seed: int = 0) -> float:
+    """Assert that fn(*inputs) is invariant or equivariant to rotations and translations (and
+    node permutations) of its state; returns the largest deviation found.
+
+    inputs[0]: the state x (B, N, F); its first 3·`vectors` features are 3-vectors per node
+    (the rest are invariant features), and the vectors listed in `translated` move with a
+    translation (the others are offsets, which only rotate). mask: the position in inputs
+    of a (B, N) node mask, or None; translations move only its real nodes and permutations
+    reorder it with the nodes. output: 'invariant' (fn's output, any shape, must not change)
+    or 'equivariant' (an output laid out like the state, (B, N, F'): its first 3·`vectors`
+    features rotate, those in `output_translated` (default: `translated`) also translate,
+    the rest stay, and its nodes follow the permutation). Each of `trials` draws one uniform
+    rotation and one translation (standard deviation `shift`) per chain, and with `permute`
+    one node permutation. The claim must not hold vacuously: an invariant output has to
+    change when the vectors are stretched by 1.5, an equivariant one when it is rotated.
+    """
+    if output not in ("invariant", "equivariant"):
+        raise ValueError(f"output must be 'invariant' or 'equivariant', got '{output}'")
+    out_translated = translated if output_translated is None else output_translated
+    g = torch.Generator().manual_seed(seed)
+    x = inputs[0]
+    node_mask = None if mask is None else inputs[mask]
+    worst = 0.0
+    with torch.no_grad():
+        out = fn(*inputs)
+        for _ in range(trials):
+            rot = random_rotations(x.shape[0], g, dtype=x.dtype)
+            move = shift * torch.randn(x.shape[0], 1, 3, generator=g, dtype=x.dtype)
+            perm = torch.randperm(x.shape[1], generator=g) if permute else torch.arange(x.shape[1])
+            args = list(inputs)
+            args[0] = _isometry(x, rot, move, vectors, translated, node_mask)[:, perm]
+            if mask is not None:
+                args[mask] = node_mask[:, perm]
+            moved = fn(*args)
+            if output == "invariant":
+                expected = out
+            else:
+                expected = _isometry(out, rot, move, vectors, out_translated, node_mask)[:, perm]
+                turned = float((expected - out[:, perm]).abs().max())
+                assert turned > atol, f"vacuous equivariance: the output does not change when rotated ({turned:.2e})"
+            error = float((moved - expected).abs().max())
+            worst = max(worst, error)
+            assert error <= atol, (f"not {output} to rotations and translations{' and permutations' * permute}: "
+                                   f"max deviation {error:.2e} > {atol}")
+        if output == "invariant":
+            stretched = list(inputs)
+            stretched[0] = x.clone()
+            stretched[0][..., : 3 * vectors] *= 1.5
+            change = float((fn(*stretched) - out).abs().max())
+            assert change > atol, f"vacuous invariance: the output ignores the geometry ({change:.2e})"
+    return worst
+
+
+def _isometry(x: torch.Tensor, rot: torch.Tensor, move: torch.Tensor, vectors: int,
+              translated: Sequence[int], mask: torch.Tensor | None) -> torch.Tensor:
+    """States (B, N, F) with their first `vectors` 3-vectors per node rotated by rot (B, 3, 3)
+    and those in `translated` moved by move (B, 1, 3) (real nodes only)."""
+    b, n = x.shape[:2]
+    vecs = torch.einsum("bij,bnaj->bnai", rot, x[..., : 3 * vectors].reshape(b, n, vectors, 3))
+    real = torch.ones(b, n, 1, dtype=x.dtype) if mask is None else mask.to(x.dtype).unsqueeze(-1)
+    for a in translated:
+        vecs[:, :, a] = vecs[:, :, a] + move * real
+    return torch.cat([vecs.reshape(b, n, 3 * vectors), x[..., 3 * vectors:]], -1)

@@ -47,11 +47,13 @@ class WallClockSchedule:
 
 def optimiser_step(model: DiffusionModel, ema: DiffusionModel, optimiser: torch.optim.Optimizer,
                    loss: torch.Tensor, ema_decay: float, step: int, max_grad_norm: float = 1.0) -> float:
-    """Backpropagate `loss`, clip the denoiser's gradient norm, step, then move the EMA copy's
-    denoiser towards it (see ema_update). Returns the loss as a float."""
+    """Backpropagate `loss`, clip the denoiser's gradient norm to max_grad_norm (0: no
+    clipping), step, then move the EMA copy's denoiser towards it (see ema_update). Returns
+    the loss as a float."""
     optimiser.zero_grad()
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), max_grad_norm)
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.denoiser.parameters(), max_grad_norm)
     optimiser.step()
     ema_update(ema.denoiser, model.denoiser, ema_decay, step)
     return float(loss.detach())
@@ -107,7 +109,7 @@ class PretrainConfig:
     follows the clock, otherwise the step count); batch_size: designs per step (the plugin's
     batch function reads it); lr, warmup (linear warm-up steps), final_lr_fraction (the
     cosine's end as a fraction of lr), weight_decay (AdamW); ema: weight-average decay (0 =
-    the final weights themselves); max_grad_norm: gradient clipping; checkpoint_minutes:
+    the final weights themselves); max_grad_norm: gradient clipping (0 = none); checkpoint_minutes:
     save the averaged model this often (0 = never); keep_checkpoints: also keep each periodic
     save as <out>_step<N>.pt (for learning curves); init: a checkpoint of the same
     architecture to continue from; log_every: steps between learning-curve points."""
@@ -130,12 +132,13 @@ class PretrainConfig:
         for key in ("steps", "batch_size", "log_every"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"pretraining {key} must be >= 1, got {getattr(self, key)}")
-        for key in ("minutes", "lr", "warmup", "weight_decay", "checkpoint_minutes"):
+        for key in ("minutes", "lr", "warmup", "weight_decay", "max_grad_norm", "checkpoint_minutes"):
             if float(getattr(self, key)) < 0:
                 raise ValueError(f"pretraining {key} must be >= 0, got {getattr(self, key)}")
-        for key in ("final_lr_fraction", "ema"):
-            if not 0.0 <= float(getattr(self, key)) < 1.0 + (key == "final_lr_fraction"):
-                raise ValueError(f"pretraining {key} must be in [0, 1), got {getattr(self, key)}")
+        if not 0.0 <= float(self.final_lr_fraction) <= 1.0:
+            raise ValueError(f"pretraining final_lr_fraction must be in [0, 1], got {self.final_lr_fraction}")
+        if not 0.0 <= float(self.ema) < 1.0:
+            raise ValueError(f"pretraining ema must be in [0, 1), got {self.ema}")
 
     @classmethod
     def from_options(cls, plugin: str, options: dict[str, Any]) -> "PretrainConfig":
@@ -149,6 +152,15 @@ class PretrainConfig:
 
 BatchFn = Callable[[int], "tuple[torch.Tensor, torch.Tensor | None]"]
 LossFn = Callable[[DiffusionModel, torch.Tensor, "torch.Tensor | None", torch.Generator], torch.Tensor]
+
+
+def uniform_batches(data: torch.Tensor, batch_size: int, generator: torch.Generator) -> BatchFn:
+    """A batch function for pretrain_loop: `batch_size` rows of the clean states data (N, ...)
+    drawn uniformly with replacement (torch.randint with `generator`), no mask."""
+    def batch(step: int) -> tuple[torch.Tensor, None]:
+        return data[torch.randint(0, len(data), (batch_size,), generator=generator)], None
+
+    return batch
 
 
 def default_loss(model: DiffusionModel, x0: torch.Tensor, mask: torch.Tensor | None,

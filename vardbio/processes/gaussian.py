@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -13,6 +13,26 @@ from vardbio.processes.schedules import SCHEDULES, alphas_cumprod, sampling_time
 from vardbio.processes.steps import GaussianStep
 
 PREDICTIONS = ("eps", "x0")
+
+LossWeight = Callable[[torch.Tensor], torch.Tensor]
+"""weight(ᾱ_t (B,)) -> (B,): how much each example's squared error counts in training_loss."""
+
+
+def min_snr_weight(gamma: float, prediction: str = "x0") -> LossWeight:
+    """Min-SNR-γ weighting (Hang et al. 2023): every example counts as its x0 error weighted
+    by min(SNR(t), γ), SNR = ᾱ_t / (1 - ᾱ_t), so the low noise levels, where fine detail is
+    decided, count fully and the near-pure-noise ones do not dominate. For ε-prediction the
+    ε error is weighted by min(SNR, γ) / SNR, the same loss. Pass `prediction` of the process."""
+    if not gamma > 0:
+        raise ValueError(f"Min-SNR γ must be > 0, got {gamma}")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction '{prediction}'; expected one of {PREDICTIONS}")
+
+    def weight(alpha_bar: torch.Tensor) -> torch.Tensor:
+        snr = alpha_bar / (1 - alpha_bar)
+        return snr.clamp(max=gamma) if prediction == "x0" else snr.clamp(max=gamma) / snr
+
+    return weight
 
 
 @dataclass
@@ -38,6 +58,12 @@ class GaussianProcessConfig:
     eta: float = 1.0
     com_dims: int = 0
     betas: Optional[list[float]] = None
+
+    @classmethod
+    def from_options(cls, options: dict, **fixed) -> "GaussianProcessConfig":
+        """The config from a plugin's options (the keys that are fields of it; others are
+        ignored), with `fixed` settings on top."""
+        return cls(**{**{k: v for k, v in options.items() if k in cls.__dataclass_fields__}, **fixed})
 
     def __post_init__(self) -> None:
         if self.betas is not None:
@@ -138,7 +164,10 @@ class GaussianProcess(DiffusionProcess):
         t = torch.full((x0.shape[0],), self.times[k], dtype=torch.long)
         return self.add_noise(proj(x0), t, noise)
 
-    def training_loss(self, denoiser: Denoiser, x0, mask, generator=None):
+    def training_loss(self, denoiser: Denoiser, x0, mask, generator=None, weight: LossWeight | None = None):
+        """Mean over the batch x0 (B, ...) of the squared error of the prediction (ε or x0)
+        at a uniform training time, per degree of freedom; `weight` (e.g. min_snr_weight)
+        scales each example's error by a function of its ᾱ_t."""
         proj = self.projection(mask)
         x0 = proj(x0)
         batch = x0.shape[0]
@@ -148,5 +177,7 @@ class GaussianProcess(DiffusionProcess):
         t_frac = t.to(x0.dtype) / (self.config.num_train_steps - 1)
         pred = proj(denoiser(x_t, t_frac, mask))
         target = noise if self.config.prediction == "eps" else x0
-        sq = (pred - target).pow(2).flatten(1).sum(1)
-        return (sq / proj.degrees_of_freedom(x0)).mean()
+        sq = (pred - target).pow(2).flatten(1).sum(1) / proj.degrees_of_freedom(x0)
+        if weight is not None:
+            sq = weight(self.alpha_bar.to(x0.dtype)[t]) * sq
+        return sq.mean()

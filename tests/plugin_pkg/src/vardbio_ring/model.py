@@ -1,8 +1,9 @@
 """The `ring` model plugin: a tiny diffusion model of 2-D points around the unit circle.
 
-Built only from vardbio's public pieces (GaussianProcess, DiffusionModel, ValueHead); it
-has no shipped weights, so `vardbio pretrain` makes them (a few seconds) and campaigns name
-the file with `campaign.model.checkpoint`.
+Built only from vardbio's public pieces (GaussianProcess, DiffusionModel, ValueHead, and
+the shared pretraining loop with its typed settings, PretrainConfig); it has no shipped
+weights, so `vardbio pretrain` makes them (a few seconds) and campaigns name the file with
+`campaign.model.checkpoint`.
 """
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ import torch
 from torch import nn
 
 from vardbio.model import DiffusionModel, Layout, ModelPlugin, save_model
+from vardbio.model.training import pretrain_loop, uniform_batches
 from vardbio.nn import TimeEmbedding, mlp
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead, VectorValueNet
 
-DEFAULTS = {"hidden": 64, "sampling_steps": 20, "eta": 1.0, "train_steps": 1500, "noise": 0.1}
+DEFAULTS = {"hidden": 64, "sampling_steps": 20, "eta": 1.0}
+DATA = {"noise": 0.1}
+TRAINING = {"steps": 1500, "batch_size": 256, "lr": 3e-3, "final_lr_fraction": 1.0, "max_grad_norm": 0.0}
 
 
 class RingDenoiser(nn.Module):
@@ -44,15 +48,12 @@ def ring_points(n: int, noise: float, rng: np.random.Generator) -> np.ndarray:
 
 class RingPlugin(ModelPlugin):
     name = "ring"
-
-    def _options(self, options: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(options) - set(DEFAULTS)
-        if unknown:
-            raise ValueError(f"unknown ring model options {sorted(unknown)}; valid: {sorted(DEFAULTS)}")
-        return {**DEFAULTS, **options}
+    # ModelPlugin.split fills these in, names unknown keys, and makes the PretrainConfig
+    defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
+    test_options = ({"hidden": 16, "sampling_steps": 5},)  # for the contract tests
 
     def build(self, options: dict[str, Any]) -> DiffusionModel:
-        opts = self._options(options)
+        opts = self.options(options)
         process = GaussianProcess(GaussianProcessConfig(
             num_train_steps=200, sampling_steps=opts["sampling_steps"], eta=opts["eta"]))
         return DiffusionModel(RingDenoiser(opts["hidden"]), process, lambda n, g: Layout((n, 2)),
@@ -66,22 +67,15 @@ class RingPlugin(ModelPlugin):
                          "out=ring.pt` and set campaign.model.checkpoint")
 
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
-        opts = self._options(options)
+        opts, data_opts, config = self.split(options)
         torch.manual_seed(seed)
         g = torch.Generator().manual_seed(seed)
-        data = torch.as_tensor(ring_points(8192, opts["noise"], np.random.default_rng(seed)),
+        data = torch.as_tensor(ring_points(8192, data_opts["noise"], np.random.default_rng(seed)),
                                dtype=torch.float32)
-        model = self.build(opts)
-        optimiser = torch.optim.Adam(model.denoiser.parameters(), lr=3e-3)
-        for _ in range(opts["train_steps"]):
-            batch = data[torch.randint(0, len(data), (256,), generator=g)]
-            loss = model.process.training_loss(model.denoiser, batch, None, g)
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
+        batches = uniform_batches(data, config.batch_size, g)
+        model, metrics = pretrain_loop(self.build(opts), batches, config, out_path, g)
         radius = model.rollout(512, g).final.norm(dim=1)
-        metrics = {"final_loss": float(loss.detach()), "radius_mean": float(radius.mean()),
-                   "radius_std": float(radius.std())}
+        metrics.update({"radius_mean": float(radius.mean()), "radius_std": float(radius.std())})
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
