@@ -7,7 +7,6 @@ import torch
 from rdkit import Chem
 
 from vardbio.model.checkpoint import read_checkpoint
-from vardbio.testing import check_model_contract
 from vardbio_models.molecule_string import plugin
 from vardbio_models.molecule_string.data import StringDatasetParams, build_dataset
 from vardbio_models.molecule_string.plugin import pad_inside_fraction
@@ -15,7 +14,7 @@ from vardbio_models.molecule_string.vocab import Vocabulary, selfies_to_mol, smi
 
 SMILES = ["CCOc1ccc(CC(=O)N2CCCC2)cc1", "O=C(Nc1ccccc1Cl)c1cccs1", "CC(C)(C)NC(=O)c1ccc(F)cc1",
           "Cc1ccc(S(=O)(=O)N2CCOCC2)cc1", "N#Cc1ccc(Br)cc1", "CC1=CC(=O)c2ccccc2C1=O"]
-TINY = {"max_length": 32, "width": 16, "layers": 1, "heads": 2, "ff": 32, "sampling_steps": 6}
+TINY = plugin.test_options[0]
 
 
 def test_training_molecules_round_trip_through_states():
@@ -61,10 +60,6 @@ def test_curation_cache_is_rebuilt_when_parameters_change(tmp_path):
     short = build_dataset(StringDatasetParams(str(source), 22), cache=cache, log=logs.append)
     assert any("rebuilding" in line for line in logs)
     assert short.stats.get("too long", 0) > 0 and len(short) < len(data)
-
-
-def test_model_contract():
-    check_model_contract(plugin, TINY)
 
 
 def test_pretrain_writes_a_loadable_checkpoint_with_metrics(tmp_path):
@@ -123,3 +118,15 @@ def test_pmo_campaign_counts_unique_valid_designs_and_reports_auc(tmp_path):
     assert s["auc_top10"] == pytest.approx(top_k_auc(rewards, 10, 60))
     assert s["valid_fraction_initial"] == 1.0 and 0 <= s["auc_top1"] <= 1
     assert (tmp_path / "designs_final.sdf").stat().st_size > 0
+
+
+def test_value_head_kinds_take_relaxed_states_and_bad_kind_is_named():
+    model = plugin.build(TINY)
+    x = model.rollout(3, torch.Generator().manual_seed(0)).states[2].clone().requires_grad_(True)
+    for kind in ("conv", "transformer"):
+        v = plugin.value_head(model, {"kind": kind, "hidden": 16})(x, torch.full((3,), 0.5))
+        assert v.shape == (3,)
+        (grad,) = torch.autograd.grad(v.sum(), x)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="kind 'gnn'"):
+        plugin.value_head(model, {"kind": "gnn"})

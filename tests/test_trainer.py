@@ -26,6 +26,7 @@ SUMMARY_KEYS = {
     "value_r2_bucket_edges", "value_nan_dropped", "iterations", "wall_seconds", "final_failures",
     "budget_counting", "budget_spent", "unique_valid_designs", "auc_top1", "auc_top10", "auc_top100",
     "top10_curve", "valid_fraction_initial", "valid_fraction",
+    "optimum", "objective_j", "objective_kl_note", "achievable_gain_fraction", "achievable_gain_note",
 }
 RUN_FILES = {"config.yaml", "metrics.csv", "summary.json", "report.md", "designs_initial.csv",
              "designs_final.csv", "reward_terms_initial.csv", "reward_terms_final.csv", "model_final.pt",
@@ -171,7 +172,7 @@ def test_import_vardbio_is_light_and_exports_the_library():
     for name in ("Trainer", "VARDConfig", "DDPOConfig", "BestOfNConfig", "FunctionOracle", "Reward",
                  "registry", "__version__"):
         assert name in vardbio.__all__ and getattr(vardbio, name) is not None
-    assert vardbio.registry.available("algorithm") == ["best_of_n", "ddpo", "vard"]
+    assert vardbio.registry.available("algorithm") == ["best_of_n", "ddpo", "guidance", "svdd", "vard"]
 
 
 def _module_imports(path: Path, module: str, package: bool) -> set[str]:

@@ -95,3 +95,30 @@ class TokenConvValueNet(nn.Module):
             h = h + conv(u.transpose(1, 2)).transpose(1, 2) * weights[..., None]
         pooled = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
         return self.head(torch.cat([pooled, tf], -1)).squeeze(-1)
+
+
+class TokenTransformerValueNet(nn.Module):
+    """Value network with global context on (possibly relaxed) one-hot token states:
+    (B, L, V+1), t (B,), mask (B, L) or None -> (B,). A small pre-norm transformer over the
+    tokens (learned positions, time features added to every token), a masked mean over
+    positions, then an MLP with the time features."""
+
+    def __init__(self, vocab_size: int, max_length: int, hidden: int = 64, depth: int = 2, heads: int = 4,
+                 time_dim: int = 32):
+        super().__init__()
+        self.embed = nn.Linear(vocab_size + 1, hidden)
+        self.position = nn.Parameter(0.02 * torch.randn(max_length, hidden))
+        self.time = TimeEmbedding(time_dim)
+        self.time_proj = nn.Linear(time_dim, hidden)
+        layer = nn.TransformerEncoderLayer(hidden, heads, 2 * hidden, dropout=0.0, activation="gelu",
+                                           batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.head = mlp([hidden + time_dim, hidden, 1])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        weights = torch.ones(x_t.shape[:2], dtype=x_t.dtype, device=x_t.device) if mask is None else mask.to(x_t.dtype)
+        tf = self.time(t)
+        h = self.embed(x_t) + self.position[: x_t.shape[1]] + self.time_proj(tf)[:, None]
+        h = self.encoder(h, src_key_padding_mask=None if mask is None else mask == 0)
+        pooled = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
+        return self.head(torch.cat([pooled, tf], -1)).squeeze(-1)

@@ -22,7 +22,7 @@ from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin, split_options
 from vardbio.model.training import PretrainConfig, pretrain_loop
-from vardbio.nn import TokenConvValueNet, TokenTransformer
+from vardbio.nn import TokenConvValueNet, TokenTransformer, TokenTransformerValueNet
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.value.heads import ValueHead
 from vardbio_models.molecule_string.data import StringDatasetParams, build_dataset
@@ -61,6 +61,7 @@ class MoleculeStringPlugin(ModelPlugin):
     """Molecules as SELFIES strings of up to max_length tokens."""
 
     name = "molecule_string"
+    test_options = ({"max_length": 32, "width": 16, "layers": 1, "heads": 2, "ff": 32, "sampling_steps": 6},)
 
     def split(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
         """(architecture and sampling options, data and training options), defaults filled."""
@@ -82,7 +83,16 @@ class MoleculeStringPlugin(ModelPlugin):
         return DiffusionModel(denoiser, process, layout, StringDecoder(vocab), spec=spec)
 
     def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
-        return ValueHead(TokenConvValueNet(len(model.spec["options"]["tokens"]) + 1, **options))
+        """options: `kind` 'conv' (TokenConvValueNet: local context) or 'transformer'
+        (TokenTransformerValueNet: global context), then that network's own options."""
+        options = dict(options)
+        kind = options.pop("kind", "conv")
+        vocab = len(model.spec["options"]["tokens"]) + 1
+        if kind == "conv":
+            return ValueHead(TokenConvValueNet(vocab, **options))
+        if kind == "transformer":
+            return ValueHead(TokenTransformerValueNet(vocab, model.spec["options"]["max_length"], **options))
+        raise ValueError(f"unknown molecule_string value head kind '{kind}'; expected 'conv' or 'transformer'")
 
     def default_checkpoint(self, options: dict[str, Any]) -> Path:
         return WEIGHTS / "molecule_string.pt"
