@@ -112,7 +112,8 @@ class Trainer:
     cache is kept, so designs already scored are not paid again).
 
     After construction, model, reference, reward (the training reward, whose ledger counts
-    the algorithm's oracle calls), eval_reward, algorithm, plugin and out_dir are attributes.
+    the algorithm's oracle calls), eval_reward, algorithm, plugin and out_dir are attributes;
+    after train(), finished_before says whether out_dir already held the finished run.
     """
 
     def __init__(
