@@ -28,7 +28,10 @@ Not counted: a call in flight at a kill, whose result never reached the cache (a
 chunk per worker, max_workers × chunk_size designs, per kill); it is paid again by the
 replay and counted once. Rows are matched by oracle identity and design key, so a cache
 shared with another run that scores the same designs with the same oracle at the same time
-could be credited to this one; the default cache is the run's own file.
+could be credited to this one; the default cache is the run's own file. Starting over with
+--force keeps started.json (same configuration), so the rerun's summary again counts what
+the run's results cost; deleting the checkpoints folder instead starts a new count, in
+which results already in the cache are free cache hits.
 """
 from __future__ import annotations
 
