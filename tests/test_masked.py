@@ -150,3 +150,16 @@ def test_masked_forward_sample_masks_at_the_schedule_rate():
     assert process.forward_sample(x0, 4, None, g) is x0
     with pytest.raises(ValueError, match="out of range"):
         process.forward_sample(x0, 5, None, g)
+
+
+def test_token_temperature_sharpens_the_revealed_token_distribution():
+    logits = torch.tensor([[[2.0, 1.0, 0.0]]])
+    x_t = torch.tensor([[[0.0, 0.0, 0.0, 1.0]]])  # masked
+    probs = {}
+    for tau in (1.0, 0.5):
+        process = MaskedDiffusion(MaskedDiffusionConfig(vocab_size=3, sampling_steps=1, token_temperature=tau))
+        probs[tau] = process.reverse_step(logits, x_t, 0, None).probs[0, 0, :3]  # last step reveals all
+    assert torch.allclose(probs[1.0], torch.softmax(logits[0, 0], -1))
+    assert torch.allclose(probs[0.5], torch.softmax(logits[0, 0] / 0.5, -1)) and probs[0.5][0] > probs[1.0][0]
+    with pytest.raises(ValueError, match="token_temperature"):
+        MaskedDiffusionConfig(token_temperature=0.0)

@@ -25,12 +25,17 @@ class MaskedDiffusionConfig:
     """vocab_size: V real tokens (the mask is an extra channel);
     schedule: m(t) = t ('linear') or 1 - cos(π t / 2) ('cosine');
     sampling_steps: reverse steps per sample;
-    relax_temperature: Gumbel-softmax temperature of rsample's straight-through gradient."""
+    relax_temperature: Gumbel-softmax temperature of rsample's straight-through gradient;
+    token_temperature: the revealed tokens are drawn from softmax(logits / token_temperature)
+        (1 = the denoiser's own p_θ(x_0 | x_t); below 1 sharpens it, trading diversity for
+        typical designs; the reference and the fine-tuned model share it, so the KL is
+        between the sampled steps)."""
 
     vocab_size: int = 20
     schedule: str = "linear"
     sampling_steps: int = 32
     relax_temperature: float = 0.1
+    token_temperature: float = 1.0
 
     def __post_init__(self) -> None:
         if self.vocab_size < 2:
@@ -41,6 +46,8 @@ class MaskedDiffusionConfig:
             raise ValueError(f"sampling_steps must be >= 1, got {self.sampling_steps}")
         if self.relax_temperature <= 0:
             raise ValueError(f"relax_temperature must be > 0, got {self.relax_temperature}")
+        if self.token_temperature <= 0:
+            raise ValueError(f"token_temperature must be > 0, got {self.token_temperature}")
 
 
 class CategoricalStep(StepDistribution):
@@ -127,7 +134,7 @@ class MaskedDiffusion(DiffusionProcess):
         m_t, m_s = self.mask_rate(self.grid[k]), self.mask_rate(self.grid[k + 1])
         stay = m_s / m_t
         is_masked = x_t[..., self.mask_index:self.mask_index + 1]  # (B, L, 1)
-        token_probs = torch.softmax(model_output, dim=-1)  # (B, L, V)
+        token_probs = torch.softmax(model_output / self.config.token_temperature, dim=-1)  # (B, L, V)
         reveal = torch.cat([(1 - stay) * token_probs, torch.full_like(token_probs[..., :1], stay)], -1)
         probs = is_masked * reveal + (1 - is_masked) * x_t
         return CategoricalStep(probs, mask, self.config.relax_temperature)
