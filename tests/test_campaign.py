@@ -33,7 +33,9 @@ def test_run_writes_every_output(tmp_path, capsys):
     assert summary["oracle_calls"] == 256 and summary["eval_oracle_calls"] == 256
     lines = (out / "metrics.csv").read_text().splitlines()
     assert lines[0].startswith("iteration,oracle_calls,wall_seconds") and len(lines) == 7
-    assert OmegaConf.load(out / "config.yaml").campaign.name == "toy_linear"
+    config = OmegaConf.load(out / "config.yaml")
+    assert config.campaign.name == "toy_linear" and "algorithms" not in config.campaign
+    assert config.applied_tuning == "campaign_file:toy_linear.algorithms.vard" and config.algorithm.beta == 0.25
     for name in ("designs_initial.csv", "designs_final.csv", "model_final.pt", "checkpoints/last.pt"):
         assert (out / name).is_file(), name
     terms = (out / "reward_terms_final.csv").read_text().splitlines()

@@ -38,7 +38,7 @@ def bench_configs(overrides: Sequence[str], algorithms: Sequence[str] | None = N
 
     `overrides` are the command line's (campaign=..., campaign.*, seed, out_dir, sweep.*,
     bench.algorithms, ...); each algorithm is composed with them plus its own preset and this
-    campaign's tuning file, so it runs exactly as `vardbio run ... algorithm=<name>` would,
+    campaign's `algorithms.<name>` block, so it runs exactly as `vardbio run ... algorithm=<name>` would,
     in out_dir/<label>. The label is the algorithm's name, or `name[key=value,...]` for a
     sweep point. Overrides of the algorithm (algorithm=..., algorithm.*) would not fit every
     algorithm: they are left out, and a line says which.

@@ -5,6 +5,12 @@ shipped presets plus overrides; and its conversion to plugin config dataclasses 
     cfg = compose_run_config(["campaign=toy_linear", "algorithm=vard", "seed=1"])   # a RunConfig
     summary = Trainer.from_config(cfg).train()
 
+A campaign file may hold settings per algorithm, `algorithms: {vard: {...}, ddpo: {...}}`
+(CampaignFile): when that algorithm runs, its block is applied over the algorithm preset and
+under the command line's overrides, and the run config records it in `applied_tuning`
+(`campaign_file:<campaign>.algorithms.<algorithm>`). A key there that is not a registered
+algorithm is an error.
+
 Configs are composed and checked here, at the edge; the Trainer, algorithms and plugins below
 it take plain objects (dataclasses, dicts, models, oracles).
 """
@@ -69,6 +75,16 @@ class CampaignSection:
     task: Optional[str] = None
 
 
+@dataclass
+class CampaignFile(CampaignSection):
+    """A campaign preset as written in campaign/*.yaml (schema `campaign_schema`): the
+    CampaignSection plus `algorithms`, settings per registered algorithm name applied to the
+    algorithm section when that algorithm runs (see compose_config). The run config keeps
+    what was applied in `applied_tuning`, not the blocks themselves."""
+
+    algorithms: dict[str, Any] = field(default_factory=dict)
+
+
 MIXED_PRECISION = ("no", "fp16", "bf16")
 
 
@@ -99,7 +115,9 @@ class RunConfig:
     torch_threads: intra-op threads (1 is fastest for small models on 2 cores);
     progress: show a progress bar; report: write report.md with plots at the end;
     tensorboard: also log every metrics row to TensorBoard under out_dir/tensorboard;
-    accelerate: devices and mixed precision (see AccelerateSection).
+    accelerate: devices and mixed precision (see AccelerateSection);
+    applied_tuning: which campaign-file settings were applied to `algorithm`
+        (`campaign_file:<campaign>.algorithms.<algorithm>`), or null; set by compose_config.
     """
 
     campaign: CampaignSection = field(default_factory=CampaignSection)
@@ -112,6 +130,7 @@ class RunConfig:
     report: bool = True
     tensorboard: bool = False
     accelerate: AccelerateSection = field(default_factory=AccelerateSection)
+    applied_tuning: Optional[str] = None
 
 
 CONFIG_MODULE = "vardbio_configs"
@@ -121,25 +140,116 @@ def register_configs() -> None:
     """Register the schemas that the YAML presets in vardbio_configs extend."""
     store = ConfigStore.instance()
     store.store(name="run_schema", node=RunConfig)
-    store.store(group="campaign", name="campaign_schema", node=CampaignSection)
+    store.store(group="campaign", name="campaign_schema", node=CampaignFile)
 
 
 def compose_config(config_name: str, overrides: Sequence[str]) -> DictConfig:
     """Compose a root config ('config', 'pretrain' or 'sample') from the shipped presets
-    (and those of installed plugins) plus command-line style overrides."""
+    (and those of installed plugins) plus command-line style overrides.
+
+    For 'config', the campaign file's block for the chosen algorithm
+    (`campaign.algorithms.<algorithm.name>`) is applied over the algorithm preset and under
+    the overrides (it becomes `++algorithm.<key>=<value>` overrides placed before the
+    given ones), and `applied_tuning` names it. A campaign whose `algorithms` holds a name
+    that is not a registered algorithm is a ValueError.
+    """
     register_configs()
+    overrides = list(overrides)
     with initialize_config_module(config_module=CONFIG_MODULE, version_base="1.3"):
-        return compose(config_name=config_name, overrides=list(overrides))
+        cfg = compose(config_name=config_name, overrides=overrides)
+        blocks = _algorithm_blocks(cfg)
+        if config_name != "config":
+            return cfg
+        algorithm = cfg.algorithm.get("name")
+        applied = None
+        if algorithm in blocks:
+            cfg = compose(config_name=config_name,
+                          overrides=[*_block_overrides("algorithm", blocks[algorithm]), *overrides])
+            applied = f"campaign_file:{cfg.campaign.name}.algorithms.{algorithm}"
+        cfg.applied_tuning = applied
+        return cfg
+
+
+def _algorithm_blocks(cfg: DictConfig) -> dict[str, Any]:
+    """The campaign's `algorithms` blocks, unresolved ({} without a campaign); a ValueError
+    for a key that is not a registered algorithm or a block that is not a mapping."""
+    campaign = cfg.get("campaign")
+    if not isinstance(campaign, DictConfig) or campaign.get("algorithms") is None:
+        return {}
+    blocks = OmegaConf.to_container(campaign.algorithms, resolve=False)
+    from vardbio import registry
+
+    valid = registry.available("algorithm")
+    for name, block in blocks.items():
+        where = f"campaign {campaign.get('name')}: algorithms.{name}"
+        if name not in valid:
+            raise ValueError(f"{where} is not a registered algorithm; registered: {', '.join(valid)}")
+        if not isinstance(block, dict):
+            raise ValueError(f"{where} must be a mapping of that algorithm's settings, got {block!r}")
+    return blocks
+
+
+def _block_overrides(prefix: str, block: dict[str, Any]) -> list[str]:
+    """`++<prefix>.<key>=<value>` overrides that set every leaf of `block` (nested mappings
+    merge key by key, as a preset file would; lists and other values replace)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    out = []
+    for key, value in block.items():
+        path = f"{prefix}.{key}"
+        if isinstance(value, dict) and value:
+            out += _block_overrides(path, value)
+            continue
+        text = f"++{path}={_override_value(value)}"
+        if parser.parse_override(text).value() != value:
+            raise ValueError(f"cannot apply the campaign's {path} = {value!r} as an override")
+        out.append(text)
+    return out
+
+
+def _override_value(value: Any) -> str:
+    """A value in Hydra's override grammar (checked by parsing it back in _block_overrides)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "\\'") + "'"
+    if isinstance(value, list):
+        return "[" + ",".join(_override_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_override_value(v)}" for k, v in value.items()) + "}"
+    raise ValueError(f"cannot write {value!r} as an override value")
 
 
 def compose_run_config(overrides: Sequence[str]) -> RunConfig:
-    """The RunConfig of `vardbio run <overrides>`: presets, the campaign/algorithm tuning
-    file and the overrides, checked against the schema."""
+    """The RunConfig of `vardbio run <overrides>`: presets, the campaign file's block for
+    the algorithm and the overrides, checked against the schema."""
     return to_run_config(compose_config("config", overrides))
 
 
 def to_run_config(config: Any) -> RunConfig:
-    """A RunConfig from a composed config or a plain mapping (a RunConfig is returned as is)."""
+    """A RunConfig from a composed config or a plain mapping (a RunConfig is returned as is).
+
+    The campaign's `algorithms` blocks are left out: compose_config applies the one of the
+    chosen algorithm (and records it in `applied_tuning`); a mapping holding a block for its
+    algorithm that was not applied (no `applied_tuning`) is a ValueError."""
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    if isinstance(config, dict) and isinstance(config.get("campaign"), dict) and "algorithms" in config["campaign"]:
+        campaign = dict(config["campaign"])
+        blocks = campaign.pop("algorithms") or {}
+        algorithm = (config.get("algorithm") or {}).get("name")
+        if blocks.get(algorithm) and not config.get("applied_tuning"):
+            raise ValueError(f"campaign.algorithms.{algorithm} was not applied to the algorithm section: compose "
+                             f"the config with vardbio.campaign.config.compose_config (or merge those settings "
+                             f"into `algorithm` and drop campaign.algorithms)")
+        config = {**config, "campaign": campaign}
     return to_dataclass(RunConfig, config, "")
 
 
