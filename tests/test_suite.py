@@ -98,3 +98,13 @@ def test_tiny_suite_writes_tables_and_reuses_finished_runs(tmp_path, monkeypatch
     assert read_csv(tmp_path / "suite.csv") == rows
     assert again["sums"] == pytest.approx(result["sums"])
     assert all(math.isfinite(v) for v in again["sums"].values())
+
+
+def test_vardbio_bench_runs_a_suite_from_the_command_line(tmp_path, capsys):
+    """`vardbio bench suite=...` hands the suite keys to the suite runner and the rest to every run."""
+    from vardbio.cli import main
+
+    rc = main(["bench", "tasks=qed", "algorithms=best_of_n", "seeds=0", "budget=20", f"out={tmp_path}",
+               "campaign.eval_samples=4", "campaign.model.options.sampling_steps=4", "best_of_n:algorithm.n=2"])
+    assert rc == 0 and (tmp_path / "suite.md").is_file()
+    assert "sum of mean AUC top-10" in capsys.readouterr().out

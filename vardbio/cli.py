@@ -7,6 +7,7 @@ takes a run directory.
     vardbio sample model=toy n=16
     vardbio sample checkpoint=runs/x/model_final.pt campaign=toy_linear   # and score them
     vardbio bench campaign=toy_linear
+    vardbio bench suite=pmo_dev algorithms=vard,best_of_n seeds=0,1,2 budget=10000 out=runs/pmo_dev
     vardbio report runs/x
 """
 from __future__ import annotations
@@ -81,7 +82,12 @@ def _describe(err: Exception) -> str:
     return message
 
 
+SUITE_KEYS = ("suite", "tasks", "algorithms", "seeds", "budget", "out", "campaign", "published")
+
+
 def _bench(overrides: Sequence[str]) -> int:
+    if any(o.startswith(("suite=", "tasks=")) for o in overrides):
+        return _bench_suite(overrides)
     from vardbio.campaign.bench import bench_configs, run_bench
     configs, out_dir = bench_configs(overrides)
     result = run_bench(configs, out_dir)
@@ -89,6 +95,23 @@ def _bench(overrides: Sequence[str]) -> int:
         print(f"{algo:>10}: reward {s['reward_initial']['mean']:.3f} -> {s['reward_final']['mean']:.3f} "
               f"with {s['oracle_calls']} oracle calls, KL {s['kl_to_reference']:.3f}")
     print(f"wrote {result['out_dir']}/bench.json and bench.png")
+    return 0
+
+
+def _bench_suite(overrides: Sequence[str]) -> int:
+    """`vardbio bench suite=<name>|tasks=a,b [algorithms=..] [seeds=..] [budget=..] [out=..]
+    [run overrides...]`: every task x algorithm x seed of a PMO suite (vardbio.campaign.suite)."""
+    from vardbio.campaign.suite import main as suite_main
+
+    argv: list[str] = []
+    rest: list[str] = []
+    for item in overrides:
+        key, _, value = item.partition("=")
+        if key in SUITE_KEYS:
+            argv += [f"--{key}", value]
+        else:
+            rest.append(item)
+    suite_main(argv + rest)
     return 0
 
 
