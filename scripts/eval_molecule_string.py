@@ -64,7 +64,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--no-moses-train", action="store_true", help="skip novelty against the raw MOSES train split")
     ap.add_argument("--no-fcd", action="store_true", help="skip FCD (no ChemNet)")
     ap.add_argument("--no-snn", action="store_true", help="skip SNN (n x 176k Tanimoto similarities)")
-    return ap.parse_args(argv)
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a sampling option of the model (repeatable), e.g. token_temperature=0.7 or sampling_steps=32")
+    args = ap.parse_args(argv)
+    args.options = model_options(args.option)
+    return args
+
+
+def model_options(items: list[str]) -> dict[str, Any]:
+    """{key: number or string} from KEY=VALUE strings; ValueError naming a malformed one."""
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            options[key] = int(value)
+        except ValueError:
+            try:
+                options[key] = float(value)
+            except ValueError:
+                options[key] = value
+    return options
 
 
 class Context:
@@ -105,13 +126,15 @@ def checkpoint_step(path: str | Path) -> tuple[int | None, float | None]:
     return step, progress.get("seconds")
 
 
-def draw(checkpoint: str | Path, n: int, seed: int, batch: int) -> tuple[list[str], list[str], float]:
-    """(SMILES, SELFIES, fraction with PAD inside) of n samples of a checkpoint."""
+def draw(checkpoint: str | Path, n: int, seed: int, batch: int,
+         options: dict[str, Any] | None = None) -> tuple[list[str], list[str], float]:
+    """(SMILES, SELFIES, fraction with PAD inside) of n samples of a checkpoint, sampled with
+    the model options given (e.g. token_temperature)."""
     from vardbio import registry
     from vardbio_models.molecule_string.plugin import pad_inside_fraction, sample_states
     from vardbio_models.molecule_string.vocab import Vocabulary
 
-    model = registry.load("model", "molecule_string").load({}, checkpoint=checkpoint).eval()
+    model = registry.load("model", "molecule_string").load(dict(options or {}), checkpoint=checkpoint).eval()
     states = sample_states(model, n, torch.Generator().manual_seed(seed), batch=batch)
     selfies = Vocabulary(model.spec["options"]["tokens"]).selfies(states)
     return mm.smiles_of(model.decode(states)), selfies, pad_inside_fraction(states)
@@ -173,8 +196,8 @@ def evaluate_one(args: argparse.Namespace, ctx: Context) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if args.checkpoint:
         step, train_seconds = checkpoint_step(args.checkpoint)
-        result.update(checkpoint=str(args.checkpoint), step=step, train_seconds=train_seconds)
-        smiles, selfies, extra["pad_inside_fraction"] = draw(args.checkpoint, n, args.seed, args.batch)
+        result.update(checkpoint=str(args.checkpoint), step=step, train_seconds=train_seconds, options=args.options)
+        smiles, selfies, extra["pad_inside_fraction"] = draw(args.checkpoint, n, args.seed, args.batch, args.options)
         sample_file = out.with_name(out.stem + "_samples.csv")
         write_samples(sample_file, smiles, selfies)
         result["samples_file"] = str(sample_file)
@@ -210,7 +233,7 @@ def evaluate_curve(args: argparse.Namespace, ctx: Context) -> list[dict[str, Any
     for path in paths:
         started = time.perf_counter()
         step, train_seconds = checkpoint_step(path)
-        smiles, _, pad_inside = draw(path, n, args.seed, args.batch)
+        smiles, _, pad_inside = draw(path, n, args.seed, args.batch, args.options)
         metrics, _ = ctx.evaluate(smiles)
         row = {"step": step, "train_seconds": train_seconds, "checkpoint": path, "n": n, **metrics,
                "pad_inside_fraction": pad_inside, "eval_seconds": round(time.perf_counter() - started, 1)}
