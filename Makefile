@@ -1,6 +1,10 @@
 # vardbio: `make run` runs the default campaign (protein_stability), `make test` runs the tests.
 # Everything is installed into .venv; GPU users override TORCH, e.g.
 #   make test TORCH="torch==2.13.0 --index-url https://download.pytorch.org/whl/cu128"
+# The core needs only torch, accelerate, numpy, hydra-core, omegaconf, tqdm and matplotlib;
+# each domain is an extra (chem, docking, protein, image, diffusers, dask; `all` is every one).
+# EXTRAS=test (the default) installs `all` plus the test-only packages; e.g. EXTRAS=protein is
+# enough for `make run`. `make wheel` builds dist/vardbio-*.whl with the shipped weights and data.
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV ?= .venv
@@ -8,7 +12,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 EXTRAS ?= test
 
-.PHONY: install run test test-slow bench clean
+.PHONY: install run test test-slow bench wheel clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +43,8 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	$(VENV)/bin/vardbio bench campaign=toy_linear out_dir=runs/bench_toy_linear
 
+wheel: $(STAMP)
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation . -w dist
+
 clean:
-	rm -rf $(VENV) runs build *.egg-info
+	rm -rf $(VENV) runs build dist *.egg-info

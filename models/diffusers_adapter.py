@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vardbio.extras import require
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.checkpoint import save_model
 from vardbio.model.plugin import ModelPlugin
@@ -43,11 +44,7 @@ LORA_TARGETS = ("conv1", "conv2", "to_q", "to_k", "to_v", "to_out.0", "proj_in",
 
 
 def _require_diffusers():
-    try:
-        import diffusers
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError("the diffusers adapter needs the optional extra: pip install 'vardbio[diffusers]'") from err
-    return diffusers
+    return require("diffusers", extra="diffusers", what="the diffusers adapter")
 
 
 def scheduler_betas(scheduler: Any) -> tuple[list[float], str]:
@@ -111,10 +108,8 @@ def add_lora(unet: nn.Module, lora: dict[str, Any]) -> list[str]:
     """Inject peft LoRA adapters into `unet` and freeze everything else; returns the adapted
     module names. lora: rank, alpha (default = rank), dropout, target_modules (default:
     the LORA_TARGETS present in the UNet)."""
-    try:
-        from peft import LoraConfig, inject_adapter_in_model
-    except ImportError as err:  # pragma: no cover - exercised only without the extra
-        raise ImportError("LoRA needs peft: pip install 'vardbio[diffusers]'") from err
+    peft = require("peft", extra="diffusers", what="LoRA")
+    LoraConfig, inject_adapter_in_model = peft.LoraConfig, peft.inject_adapter_in_model
     unknown = set(lora) - set(LORA_DEFAULTS)
     if unknown:
         raise ValueError(f"unknown LoRA options {sorted(unknown)}; valid: {sorted(LORA_DEFAULTS)}")

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from vardbio.extras import require
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin
@@ -39,9 +40,9 @@ def digits_dataset(size: int = 16) -> torch.Tensor:
     """
     if size not in SIZES:
         raise ValueError(f"image size must be one of {SIZES}, got {size}")
-    from sklearn.datasets import load_digits
+    datasets = require("sklearn.datasets", extra="image", what="the digits training set")
 
-    x = torch.as_tensor(load_digits().images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2 - 1
+    x = torch.as_tensor(datasets.load_digits().images, dtype=torch.float32).unsqueeze(1) / 16.0 * 2 - 1
     if size != 8:
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False).clamp(-1, 1)
     return x

@@ -21,7 +21,6 @@ chain A) and a CSV of scores.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vardbio.data import data_path
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin, check_length
@@ -48,18 +48,12 @@ IDEAL_BONDS = {"N-CA": 1.458, "CA-C": 1.525, "C-O": 1.231, "C-N": 1.329}
 IDEAL_ANGLES = {"N-CA-C": 111.2, "CA-C-N": 116.2, "C-N-CA": 121.7}
 
 
-def data_dir() -> Path:
-    """The project's data/ folder ($VARDBIO_DATA_DIR overrides it)."""
-    env = os.environ.get("VARDBIO_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-
-
 def read_fragments(path: Path | None = None) -> np.ndarray:
     """The curated fragments as float64 (n, L, 4, 3) in Å."""
-    path = path or data_dir() / DATA_FILE
+    path = path or data_path(DATA_FILE, missing="rebuild the backbone training data with "
+                                                 "scripts/build_protein_backbones.py")
     if not path.is_file():
-        raise FileNotFoundError(f"backbone training data not found at {path}; rebuild it with "
-                                "scripts/build_protein_backbones.py or set VARDBIO_DATA_DIR")
+        raise FileNotFoundError(f"backbone training data not found at {path}")
     with np.load(path) as blob:
         return blob["coords"].astype(np.float64) / 100.0
 

@@ -18,7 +18,6 @@ pseudo-log-likelihood; higher is more natural; a uniform guess scores log(1/20) 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vardbio.data import data_path
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.plugin import ModelPlugin, check_length
@@ -43,18 +43,12 @@ STABLE_THRESHOLD = 40.0
 PLL_BLOCKS = 8
 
 
-def data_dir() -> Path:
-    """The project's data/ folder ($VARDBIO_DATA_DIR overrides it)."""
-    env = os.environ.get("VARDBIO_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
-
-
 def read_crops(path: Path | None = None) -> dict[str, list[str]]:
     """The curated crops by split: {"train": [...], "heldout": [...]}."""
-    path = path or data_dir() / DATA_FILE
+    path = path or data_path(DATA_FILE, missing="rebuild the protein training data with "
+                                                 "scripts/build_protein_sequences.py")
     if not path.is_file():
-        raise FileNotFoundError(f"protein training data not found at {path}; rebuild it with "
-                                "scripts/build_protein_sequences.py or set VARDBIO_DATA_DIR")
+        raise FileNotFoundError(f"protein training data not found at {path}")
     splits: dict[str, list[str]] = {"train": [], "heldout": []}
     split = None
     for line in path.read_text().splitlines():

@@ -17,11 +17,16 @@ import hashlib
 from typing import Any
 
 import numpy as np
-from rdkit import Chem, RDLogger
-from rdkit.Chem import QED, Crippen, Descriptors, Lipinski
-from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams
 
-from vardbio.reward.oracle import OracleError, PerDesignOracle
+from vardbio.extras import require
+
+require("rdkit", extra="chem", what="the chemistry oracles")
+
+from rdkit import Chem, RDLogger  # noqa: E402
+from rdkit.Chem import QED, Crippen, Descriptors, Lipinski  # noqa: E402
+from rdkit.Chem.FilterCatalog import FilterCatalog, FilterCatalogParams  # noqa: E402
+
+from vardbio.reward.oracle import OracleError, PerDesignOracle  # noqa: E402
 
 RDLogger.DisableLog("rdApp.*")
 

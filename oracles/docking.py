@@ -25,17 +25,17 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from rdkit import Chem
-from rdkit.Chem import AllChem
+from vardbio.data import data_dir
+from vardbio.extras import check, require
 
-from vardbio.reward.oracle import OracleError, PerDesignOracle
-from vardbio_oracles.chem import coords_key, smiles_key, to_mol, to_mol_3d
+require("rdkit", extra="chem", what="the docking oracle")
+check("vina", "meeko", "gemmi", extra="docking", what="the docking oracle")
 
+from rdkit import Chem  # noqa: E402
+from rdkit.Chem import AllChem  # noqa: E402
 
-def data_dir() -> Path:
-    """The project's data/ folder ($VARDBIO_DATA_DIR overrides it)."""
-    env = os.environ.get("VARDBIO_DATA_DIR")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "data"
+from vardbio.reward.oracle import OracleError, PerDesignOracle  # noqa: E402
+from vardbio_oracles.chem import coords_key, smiles_key, to_mol, to_mol_3d  # noqa: E402
 
 
 DEFAULT_RECEPTOR = "receptors/1hvr_receptor.pdbqt"

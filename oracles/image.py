@@ -15,9 +15,14 @@ from importlib import resources
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
-from vardbio.reward.oracle import OracleError, PerDesignOracle
+from vardbio.extras import require
+
+require("PIL", extra="image", what="the image oracles")
+
+from PIL import Image  # noqa: E402
+
+from vardbio.reward.oracle import OracleError, PerDesignOracle  # noqa: E402
 
 
 def to_unit_image(design: Any, value_range: tuple[float, float]) -> np.ndarray:

@@ -11,9 +11,13 @@ from abc import abstractmethod
 import math
 from typing import Any
 
-from Bio.SeqUtils.ProtParam import ProteinAnalysis
+from vardbio.extras import require
 
-from vardbio.reward.oracle import OracleError, PerDesignOracle
+require("Bio", extra="protein", what="the protein sequence oracles")
+
+from Bio.SeqUtils.ProtParam import ProteinAnalysis  # noqa: E402
+
+from vardbio.reward.oracle import OracleError, PerDesignOracle  # noqa: E402
 
 AMINO_ACIDS = frozenset("ACDEFGHIKLMNPQRSTVWY")
 

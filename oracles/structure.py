@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from vardbio.extras import require
 from vardbio.reward.oracle import OracleError, PerDesignOracle
 
 BACKBONE_ATOMS = ("N", "CA", "C", "O")
@@ -220,8 +221,9 @@ class SecondaryStructure(BackboneOracle):
 
 def dssp(backbone: np.ndarray) -> str:
     """3-state DSSP string (H, E, -) of a (L, 4, 3) backbone, from pydssp."""
-    import pydssp
     import torch
+
+    pydssp = require("pydssp", extra="protein", what="DSSP (secondary structure)")
 
     if len(backbone) < 3:
         raise OracleError("DSSP needs at least 3 residues")

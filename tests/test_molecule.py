@@ -1,5 +1,7 @@
 """The 3D molecule domain: equivariance (vardbio.testing.assert_equivariant), decoding, dataset
-cache, design files, pretraining (the model contract runs in tests/test_contracts.py)."""
+cache, design files, sample metrics through `vardbio sample`, pretraining (the model contract
+runs in tests/test_contracts.py)."""
+import json
 from pathlib import Path
 
 import numpy as np
@@ -207,6 +209,36 @@ def test_shipped_checkpoint_loads_and_records_its_training():
     model = plugin.load({"sampling_steps": 10})
     traj = model.rollout(2, torch.Generator().manual_seed(0))
     assert len(model.decode(traj.final, traj.mask)) == 2
+
+
+def test_the_entry_point_is_the_package_plugin():
+    from vardbio import registry
+    from vardbio_models.molecule.plugin import MoleculePlugin
+
+    assert registry.load("model", "molecule") is plugin and isinstance(plugin, MoleculePlugin)
+
+
+def test_vardbio_sample_writes_the_sample_quality_of_a_checkpoint(tmp_path, capsys):
+    """`vardbio sample model=molecule` (what `python -m vardbio_models.molecule evaluate` was):
+    designs plus sample_metrics.json, strict, covalent-radii and hydrogen-repair figures with
+    novelty against the checkpoint's training set, from rollouts of batch_size chains."""
+    from vardbio.cli import main
+    from vardbio_models.molecule import quality_report, sample_final_states, training_smiles
+    from vardbio.model.checkpoint import read_checkpoint
+
+    out = tmp_path / "eval"
+    assert main(["sample", "model=molecule", "n=6", "seed=1", "batch_size=4", "+model.options.sampling_steps=6",
+                 f"out_dir={out}"]) == 0
+    assert "atom_stability" in capsys.readouterr().out
+    metrics = json.loads((out / "sample_metrics.json").read_text())
+    assert metrics["samples"] == 6 and metrics["sampling_steps"] == 6 and metrics["seed"] == 1
+    assert {"radii_connectivity", "with_hydrogen_repair", "novelty", "failure_reasons"} <= set(metrics)
+    assert (out / "designs.csv").is_file()
+    model = plugin.load({"sampling_steps": 6})
+    states, masks = sample_final_states(model, 6, torch.Generator().manual_seed(1), 4)
+    training = training_smiles(read_checkpoint(plugin.default_checkpoint({}))["extra"])
+    expected = json.dumps(quality_report(states, masks, training), sort_keys=True)
+    assert json.dumps({k: metrics[k] for k in json.loads(expected)}, sort_keys=True) == expected
 
 
 def test_pretrain_runs_the_shared_loop_on_a_tiny_set(smiles_file, tmp_path):

@@ -6,6 +6,7 @@ takes a run directory.
     vardbio pretrain model=toy_gaussian8
     vardbio sample model=toy n=16
     vardbio sample checkpoint=runs/x/model_final.pt campaign=toy_linear   # and score them
+    vardbio sample model=molecule n=1000 batch_size=250   # + the plugin's sample_metrics.json
     vardbio bench campaign=toy_linear
     vardbio bench suite=pmo_dev algorithms=vard,best_of_n seeds=0,1,2 budget=10000 out=runs/pmo_dev
     vardbio report runs/x
@@ -23,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from vardbio.campaign.config import compose_config, to_run_config
+from vardbio.extras import MissingExtraError
 from vardbio.reward.ledger import OracleBudgetExceeded
 
 __all__ = ["compose_config", "main"]  # compose_config lives in vardbio.campaign.config
@@ -56,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ValueError(f"cannot apply the overrides: {type(err).__name__}: {err}") from err
         return _dispatch(args.command, cfg, args.force)
     except (HydraException, OmegaConfBaseException, ValueError, FileNotFoundError, TypeError,
-            OracleBudgetExceeded) as err:
+            OracleBudgetExceeded, MissingExtraError) as err:
         if os.environ.get("VARDBIO_DEBUG"):
             raise
         print(f"vardbio {args.command}: error: {_describe(err)}", file=sys.stderr)
@@ -138,6 +140,9 @@ def _dispatch(command: str, cfg: DictConfig, force: bool = False) -> int:
             stats = reward_stats(result.rewards)
             print(f"reward mean {stats['mean']:.4g}, median {stats['median']:.4g}, top10 "
                   f"{stats['top10']:.4g} ({stats['n_nan']} failed) with {result.oracle_calls} oracle calls")
+        scalars = {k: v for k, v in result.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if scalars:
+            print(", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
         print("wrote " + ", ".join(str(f) for f in result.files))
     return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
-import os
 import time
 from dataclasses import asdict, dataclass
 from multiprocessing import Pool
@@ -23,6 +22,7 @@ import selfies as sf
 import torch
 from rdkit import Chem, rdBase
 
+from vardbio.data import data_dir
 from vardbio_models.molecule_string.vocab import MOSES_TOKENS, Vocabulary, smiles_to_selfies
 
 DATASET_FORMAT = "moses-selfies-1"
@@ -109,10 +109,8 @@ def _curate(args: tuple[list[str], int, tuple[str, ...]]) -> list[tuple[str, np.
 
 
 def default_cache() -> Path:
-    """data/molecules/processed/moses_selfies.pt ($VARDBIO_DATA_DIR replaces data/)."""
-    env = os.environ.get("VARDBIO_DATA_DIR")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "data"
-    return root / "molecules" / "processed" / "moses_selfies.pt"
+    """molecules/processed/moses_selfies.pt under vardbio.data.data_dir()."""
+    return data_dir() / "molecules" / "processed" / "moses_selfies.pt"
 
 
 def build_dataset(params: StringDatasetParams, tokens: Sequence[str] = MOSES_TOKENS,

@@ -28,10 +28,11 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
+
+from vardbio.data import data_path
 
 # PMO's task names (Gao et al. 2022; TDC's oracle names), as the `pmo` oracle names them.
 PMO_ALL: tuple[str, ...] = (
@@ -69,10 +70,8 @@ _RESERVED = ("campaign", "algorithm", "seed", "out_dir", "campaign.task", "campa
 
 
 def default_published_csv() -> Path:
-    """data/benchmarks/pmo_published.csv ($VARDBIO_DATA_DIR replaces data/)."""
-    env = os.environ.get("VARDBIO_DATA_DIR")
-    root = Path(env) if env else Path(__file__).resolve().parents[2] / "data"
-    return root / "benchmarks" / "pmo_published.csv"
+    """benchmarks/pmo_published.csv under vardbio.data.data_dir()."""
+    return data_path("benchmarks/pmo_published.csv")
 
 
 def load_published(path: str | Path | None = None) -> dict[tuple[str, str], tuple[float, float]]:

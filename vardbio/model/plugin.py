@@ -88,6 +88,13 @@ class ModelPlugin(ABC):
         merged = {**saved.get("options", {}), **options}
         return load_weights(self.build(merged), path)
 
+    def sample_metrics(self, model: DiffusionModel, final_states: torch.Tensor, mask: torch.Tensor | None,
+                       checkpoint: Path) -> dict[str, Any]:
+        """Quality metrics of freshly sampled designs for `vardbio sample`, which writes them
+        to sample_metrics.json (with the sample count, seed and timing): final_states
+        (B, ...) and mask (B, N) or None, sampled from `checkpoint`. None by default."""
+        return {}
+
     def summary_extras(self, model: DiffusionModel, reference_samples: torch.Tensor,
                        final_samples: torch.Tensor, reward_terms: Sequence[Any],
                        beta: float | None) -> dict[str, Any]:
