@@ -189,10 +189,18 @@ class ProteinSequencePlugin(ModelPlugin):
     def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
         """stability_fraction (instability index < 40), instability_index_mean, diversity,
         uniqueness and naturalness of the final designs, `_initial` for the reference's,
-        and naturalness_heldout_natural: the same figure for held-out natural crops."""
+        and naturalness_heldout_natural: the same figure for held-out natural crops.
+
+        For a reward term of the `hmm_family` oracle (vardbio_oracles.hmm) also:
+        hit_fraction (designs with E-value below the term's hit_evalue), hmm_bits_mean and
+        hmm_no_hit_fraction (designs HMMER reports no hit for), each with `_initial`, the
+        threshold as hit_evalue and hit_fraction_heldout_natural; recomputed here from the
+        designs already scored, not counted as oracle calls. A second such term's keys end
+        in `_<term name>`."""
         extras: dict[str, Any] = {}
+        decoded = {}
         for suffix, states in (("", final_samples), ("_initial", reference_samples)):
-            seqs = decode_states(states)
+            seqs = decoded[suffix] = decode_states(states)
             for key, value in sequence_statistics(seqs).items():
                 extras[key + suffix] = value
             extras["naturalness" + suffix] = float(np.mean(naturalness(model, seqs[:256])))
@@ -201,7 +209,19 @@ class ProteinSequencePlugin(ModelPlugin):
                        if len(s) >= final_samples.shape[1]]
             extras["naturalness_heldout_natural"] = float(np.mean(naturalness(model, heldout)))
         except FileNotFoundError:
-            pass
+            heldout = []
+        family_terms = [term for term in reward_terms if term.oracle.name == "hmm_family"]
+        for n, term in enumerate(family_terms):
+            tag = "" if n == 0 else f"_{term.label}"
+            extras["hit_evalue" + tag] = term.oracle.hit_evalue
+            for suffix, seqs in (*decoded.items(), ("_heldout_natural", heldout)):
+                rows = term.oracle.hits(seqs)
+                if not rows:
+                    continue
+                extras["hit_fraction" + suffix + tag] = float(np.mean([r["hit"] for r in rows]))
+                if suffix != "_heldout_natural":
+                    extras["hmm_bits_mean" + suffix + tag] = float(np.nanmean([r["bits"] for r in rows]))
+                    extras["hmm_no_hit_fraction" + suffix + tag] = float(np.mean([not r["reported"] for r in rows]))
         return extras
 
 
