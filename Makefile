@@ -20,12 +20,14 @@ $(PY):
 # torch first, pinned, so that nothing below pulls a different (CUDA) build.
 # The tests also use an external plugin package, installed as a user would install one.
 # guacamol, the reference for the PMO oracles' tests, goes in with --no-deps: it requires rdkit-pypi and FCD.
+# evodiff (and the two packages its network module needs) too: it pins numpy < 2.
 PLUGIN := tests/plugin_pkg
 $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
 	$(PY) -m pip install --quiet --no-deps molsets==0.3.1
 	$(PY) -m pip install --quiet --no-deps guacamol==0.5.5
+	$(PY) -m pip install --quiet --no-deps evodiff==1.1.2 sequence-models==1.8.0 fair-esm==2.0.0
 	$(PY) -m pip install --quiet --no-deps ./$(PLUGIN)
 	touch $(STAMP)
 
