@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from vardbio.geometry import random_rotations
 from vardbio_oracles.structure import (BackboneRMSD, CAClashes, ChainBreaks, Globularity,
                                        RadiusOfGyration, SecondaryStructure, SoftStrand, TMScore,
                                        backbone_from_pdb, dssp, superposed_rmsd, tm_d0, tm_score)
@@ -21,9 +22,9 @@ def _chain(name):
 
 
 def _random_rotation(rng):
-    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
-    q *= np.sign(np.diag(r))
-    return q if np.linalg.det(q) > 0 else -q
+    """A uniform random rotation (3, 3) from the core's sampler, seeded from `rng`."""
+    seed = int(rng.integers(0, 2**31))
+    return random_rotations(1, torch.Generator().manual_seed(seed), dtype=torch.float64)[0].numpy()
 
 
 @pytest.mark.parametrize("name", CHAINS)

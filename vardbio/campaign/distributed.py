@@ -105,7 +105,7 @@ class Distributed(Collective):
             return traj, rewards
         parts = self.gather_objects((_to_cpu(traj), np.asarray(rewards)))
         device = traj.states.device
-        joined = concat_trajectories([p[0] for p in parts])
+        joined = Trajectory.concat([p[0] for p in parts])
         return (Trajectory(joined.states.to(device), None if joined.mask is None else joined.mask.to(device),
                            None if joined.log_probs is None else joined.log_probs.to(device)),
                 np.concatenate([p[1] for p in parts]))
@@ -209,25 +209,3 @@ def _to_cpu(traj: Trajectory) -> Trajectory:
     return Trajectory(traj.states.cpu(), None if traj.mask is None else traj.mask.cpu(),
                       None if traj.log_probs is None else traj.log_probs.cpu())
 
-
-def pad_cat(tensors: Sequence[torch.Tensor], batch_dim: int) -> torch.Tensor:
-    """Concatenate along `batch_dim`, zero-padding the dimension after it (the node
-    dimension of variable-size designs) to the widest part."""
-    if all(t.shape[batch_dim + 1:] == tensors[0].shape[batch_dim + 1:] for t in tensors):
-        return torch.cat(list(tensors), batch_dim)
-    node_dim = batch_dim + 1
-    width = max(t.shape[node_dim] for t in tensors)
-    padded = []
-    for t in tensors:
-        pad = [0, 0] * (t.dim() - node_dim - 1) + [0, width - t.shape[node_dim]]
-        padded.append(torch.nn.functional.pad(t, pad))
-    return torch.cat(padded, batch_dim)
-
-
-def concat_trajectories(parts: Sequence[Trajectory]) -> Trajectory:
-    """Join trajectories along the batch, padding node dimensions (and masks) as needed."""
-    masks = [p.mask for p in parts]
-    logps = [p.log_probs for p in parts]
-    return Trajectory(pad_cat([p.states for p in parts], 1),
-                      None if masks[0] is None else pad_cat(masks, 0),
-                      None if logps[0] is None else torch.cat(logps, 1))

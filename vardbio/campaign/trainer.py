@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from vardbio import registry
 from vardbio.algorithms.base import Algorithm, AlgorithmContext, reward_stats
 from vardbio.campaign.config import AccelerateSection, RunConfig, to_dataclass, to_run_config
-from vardbio.campaign.distributed import CollectiveReward, Distributed, concat_trajectories
+from vardbio.campaign.distributed import CollectiveReward, Distributed
 from vardbio.campaign.outputs import (
     TensorBoardLog, call_history_auc, write_call_history, write_json, write_metrics_csv, write_reward_terms_csv,
 )
@@ -382,7 +382,7 @@ class Trainer:
         if dist.world_size > 1:
             parts = dist.gather_objects((final.states.cpu(), None if final.mask is None else final.mask.cpu(),
                                          final.kl.cpu()))
-            joined = concat_trajectories([Trajectory(p[0][None], p[1]) for p in parts])
+            joined = Trajectory.concat([Trajectory(p[0][None], p[1]) for p in parts])
             final = dataclasses.replace(final, states=joined.final, mask=joined.mask,
                                         kl=torch.cat([p[2] for p in parts]))
         if not dist.is_main:

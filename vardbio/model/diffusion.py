@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
+from vardbio.geometry import cat_padded
 from vardbio.processes.base import DiffusionProcess
 from vardbio.processes.steps import StepDistribution
 
@@ -56,19 +57,15 @@ class Trajectory:
 
     @staticmethod
     def concat(parts: Sequence["Trajectory"]) -> "Trajectory":
-        """Join trajectories of the same length along the batch."""
+        """Join trajectories of the same length along the batch, zero-padding the node
+        dimension of variable-size designs (states and masks) to the widest part."""
         masks = [p.mask for p in parts]
         logps = [p.log_probs for p in parts]
         return Trajectory(
-            torch.cat([p.states for p in parts], 1),
-            None if masks[0] is None else _cat_padded(masks),
+            cat_padded([p.states for p in parts], 1),
+            None if masks[0] is None else cat_padded(masks, 0),
             None if logps[0] is None else torch.cat(logps, 1),
         )
-
-
-def _cat_padded(masks: Sequence[torch.Tensor]) -> torch.Tensor:
-    width = max(m.shape[1] for m in masks)
-    return torch.cat([nn.functional.pad(m, (0, width - m.shape[1])) for m in masks], 0)
 
 
 LayoutSampler = Callable[[int, torch.Generator | None], Layout]
