@@ -110,6 +110,9 @@ CLI_CASES = [
     ("batch size fractional", ["algorithm.batch_size=2.5"], "algorithm.batch_size must be an integer, got 2.5"),
     ("too few value samples", ["algorithm.value_samples=1"], "value_samples >= 2"),
     ("misspelt algorithm key", ["+algorithm.betta=0.2"], "unknown key(s) ['betta'] in algorithm"),
+    ("budget below VARD's minimum", ["campaign.oracle_budget=1"], "campaign.oracle_budget) 1 is too small for vard"),
+    ("rollout chunk zero", ["algorithm.rollout_chunk=0"], "rollout_chunk must be >= 1"),
+    ("learning rate negative", ["algorithm.lr=-1"], "lr and max_grad_norm must be > 0"),
     ("nested algorithm key", ["algorithm.value.target=median"], "unknown value target 'median'"),
     ("unknown algorithm", ["algorithm=nope"], "algorithm/nope"),
     ("checkpoint_every zero", ["checkpoint_every=0"], "checkpoint_every must be an integer >= 1, got 0"),
@@ -195,6 +198,10 @@ TRAINER_CASES = [  # (case, Trainer args, keywords, message)
     ("reward is a class", ("toy", vardbio.FunctionOracle), {}, "reward item 0 must be"),
     ("algorithm is a class", ("toy", "counting", vardbio.VARDConfig), {}, "algorithm must be an algorithm's config"),
     ("runtime key", ("toy", "counting"), {"oracle_runtime": {"workers": 2}}, "unknown key(s) ['workers']"),
+    ("budget below one DDPO batch", ("toy", "counting", vardbio.DDPOConfig(batch_size=8)), {"oracle_budget": 5},
+     "is too small for ddpo: it needs at least 8 oracle calls"),
+    ("budget below one best-of-n design", ("toy", "counting", vardbio.BestOfNConfig(n=4)), {"oracle_budget": 3},
+     "is too small for best_of_n"),
 ]
 
 

@@ -104,6 +104,11 @@ class Algorithm(ABC):
         """Work before the first iteration (e.g. fitting a value head); returns metrics."""
         return {}
 
+    def min_designs(self) -> int:
+        """The fewest scored designs the method can do anything with (checked against the
+        oracle budget before any call is made)."""
+        return 1
+
     @abstractmethod
     def iteration(self, index: int) -> dict[str, float]:
         """One update of the model; returns scalar metrics for metrics.csv."""

@@ -28,6 +28,8 @@ class BestOfNConfig:
     def __post_init__(self) -> None:
         if self.n < 1:
             raise ValueError(f"best-of-N needs n >= 1, got {self.n}")
+        if self.rollout_chunk < 1:
+            raise ValueError(f"rollout_chunk must be >= 1, got {self.rollout_chunk}")
 
 
 class BestOfN(Algorithm):
@@ -39,6 +41,9 @@ class BestOfN(Algorithm):
 
     def finished(self) -> bool:
         return True
+
+    def min_designs(self) -> int:
+        return self.config.n  # one best-of-n design
 
     def affordable_designs(self, wanted: int) -> int:
         """How many best-of-N designs the remaining oracle budget pays for (at most wanted)."""

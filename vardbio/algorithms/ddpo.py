@@ -53,6 +53,8 @@ class DDPOConfig:
             raise ValueError("DDPO needs batch_size >= 2 to normalise rewards")
         if self.clip_range <= 0 or self.inner_epochs < 1:
             raise ValueError("clip_range must be > 0 and inner_epochs >= 1")
+        if not (self.lr > 0 and self.max_grad_norm > 0):
+            raise ValueError(f"lr and max_grad_norm must be > 0, got lr={self.lr}, max_grad_norm={self.max_grad_norm}")
 
 
 class DDPO(Algorithm):
@@ -66,6 +68,9 @@ class DDPO(Algorithm):
     @property
     def kl_weight(self) -> float | None:
         return self.config.kl_weight or None
+
+    def min_designs(self) -> int:
+        return self.config.batch_size  # one scored batch
 
     def finished(self) -> bool:
         return affordable_designs(self.ctx.reward, self.config.batch_size) < self.config.batch_size

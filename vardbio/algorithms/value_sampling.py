@@ -64,6 +64,9 @@ class ValueSampling(Algorithm):
     def iteration(self, index: int) -> dict[str, float]:
         return {}
 
+    def min_designs(self) -> int:
+        return 2  # a value head needs two scored designs
+
     def finished(self) -> bool:
         return True  # nothing to train: every design pays at sampling time
 

@@ -75,6 +75,11 @@ class VARDConfig:
             raise ValueError("batch_size must be >= 1 and value_samples >= 2")
         if self.steps_per_update < 0 or self.refresh_every < 0:
             raise ValueError("steps_per_update and refresh_every must be >= 0")
+        if not (self.lr > 0 and self.max_grad_norm > 0):
+            raise ValueError(f"lr and max_grad_norm must be > 0, got lr={self.lr}, max_grad_norm={self.max_grad_norm}")
+        if self.rollout_chunk < 1 or self.refresh_samples < (2 if self.refresh_every else 0):
+            raise ValueError(f"rollout_chunk must be >= 1 and refresh_samples >= 2 when refreshing, got "
+                             f"rollout_chunk={self.rollout_chunk}, refresh_samples={self.refresh_samples}")
 
 
 class VARD(Algorithm):
@@ -98,6 +103,9 @@ class VARD(Algorithm):
     @property
     def kl_weight(self) -> float:
         return self.config.beta
+
+    def min_designs(self) -> int:
+        return 2  # a value head needs two scored designs
 
     def setup(self) -> dict[str, Any]:
         n = affordable_designs(self.ctx.reward, self.config.value_samples)

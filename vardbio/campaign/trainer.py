@@ -191,6 +191,7 @@ class Trainer:
             ctx = AlgorithmContext(self.model, self.reference, self.reward, make_value_head,
                                    self.generator, self.dist)
             self.algorithm: Algorithm = algo_cls(algo_config, ctx)
+            _check_budget(oracle_budget, budget_counting, len(terms), self.algorithm)
             self._rng = self._rng_state()
 
         model_record["value_head"] = {**head_options, **({"input": value_input} if value_input != "noisy" else {})}
@@ -559,6 +560,18 @@ class Trainer:
 
 
 _MINIMUM = {"iterations": 0, "eval_samples": 1, "checkpoint_every": 1, "oracle_budget": 1, "torch_threads": 0}
+
+
+def _check_budget(budget: int | None, counting: str, n_terms: int, algorithm: Algorithm) -> None:
+    """Refuse, before any oracle call, a budget too small for the algorithm to do anything."""
+    if budget is None:
+        return
+    designs = algorithm.min_designs()
+    needed = designs * (n_terms if counting == "calls" else 1)
+    if budget < needed:
+        unit = "oracle calls" if counting == "calls" else "unique valid designs"
+        raise ValueError(f"oracle_budget (campaign.oracle_budget) {budget} is too small for {algorithm.name}: "
+                         f"it needs at least {needed} {unit} ({designs} scored designs)")
 
 
 def _check_counts(counts: Mapping[str, Any], budget_counting: tuple[str, Any]) -> None:
