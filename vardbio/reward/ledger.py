@@ -35,6 +35,7 @@ class OracleLedger:
     failures: Counter = field(default_factory=Counter)
     history: list = field(default_factory=list)
     _seen: set = field(default_factory=set, repr=False)
+    _n_valid: int = field(default=0, repr=False)
 
     def __post_init__(self) -> None:
         if self.counting not in COUNTING:
@@ -50,7 +51,7 @@ class OracleLedger:
     @property
     def unique_valid(self) -> int:
         """Distinct designs scored with a finite reward."""
-        return sum(1 for _, r in self.history if not math.isnan(r))
+        return self._n_valid
 
     @property
     def spent(self) -> int:
@@ -87,6 +88,7 @@ class OracleLedger:
             if key not in self._seen:
                 self._seen.add(key)
                 self.history.append((key, float(reward)))
+                self._n_valid += not math.isnan(reward)
 
     def valid_history_rewards(self) -> list[float]:
         """The finite rewards of the history, in order: PMO's calls."""
@@ -110,3 +112,4 @@ class OracleLedger:
         self.counting = state.get("counting", "calls")
         self.history = [(key, float(r)) for key, r in state.get("history", [])]
         self._seen = {key for key, _ in self.history}
+        self._n_valid = sum(1 for _, r in self.history if not math.isnan(r))
