@@ -106,6 +106,11 @@ def test_best_of_n_keeps_the_best_candidate_within_the_budget():
     assert ctx.reward.ledger.total_calls == 64
     assert final.states.shape == (8, 2)
     assert torch.allclose(final.kl, torch.full((8,), np.log(8) - 7 / 8))
+    # it changes no weights: like SVDD and guidance it says what one design cost to sample
+    steps = ctx.reference.num_steps
+    assert final.inference["denoiser_calls_per_design"] == 8 * steps
+    assert final.inference["plain_sampling_denoiser_calls"] == steps
+    assert final.inference["oracle_calls_per_design"] == 8 and final.inference["candidates_per_design"] == 8
     # the chosen designs beat the reference's average clearly
     ref = ctx.reference.rollout(512, torch.Generator().manual_seed(2)).final.sum(1).mean()
     assert final.states.sum(1).mean() > ref + 1.0
@@ -130,6 +135,7 @@ def test_budgets_count_one_call_per_oracle_term():
     ctx.reward.terms.append(RewardTerm(FunctionOracle(lambda x: float(x[0]), "first")))
     final = BestOfN(BestOfNConfig(n=8), ctx).final_samples(100, torch.Generator().manual_seed(0))
     assert final.states.shape[0] == 4 and ctx.reward.ledger.total_calls == 64
+    assert final.inference["oracle_calls_per_design"] == 16
 
     ctx = _context(budget=100)
     ctx.reward.terms.append(RewardTerm(FunctionOracle(lambda x: float(x[0]), "first")))
