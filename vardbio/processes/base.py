@@ -39,10 +39,34 @@ class DiffusionProcess(ABC):
                      mask: torch.Tensor | None) -> StepDistribution:
         """p(state k+1 | state k = x_t) given the denoiser's output at state k."""
 
-    @abstractmethod
     def training_loss(self, denoiser: Denoiser, x0: torch.Tensor, mask: torch.Tensor | None,
                       generator: torch.Generator | None = None) -> torch.Tensor:
-        """Scalar denoising loss on a batch of clean data x0 (B, ...)."""
+        """Scalar denoising loss on a batch of clean data x0 (B, ...): x0 corrupted at
+        training_times, the denoiser's output on it scored by denoising_loss."""
+        t = self.training_times(x0.shape[0], generator).to(x0.dtype)
+        x_t, target = self.corrupt(x0, t, mask, generator)
+        return self.denoising_loss(denoiser(x_t, t, mask), target, t, mask)
+
+    @abstractmethod
+    def training_times(self, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Noise levels in [0, 1] drawn for one training batch, shape (B,)."""
+
+    @abstractmethod
+    def corrupt(self, x0: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, target): clean states x0 (B, ...) noised by the forward process to noise
+        levels t (B,), and what denoising_loss compares the denoiser's output with."""
+
+    @abstractmethod
+    def denoising_loss(self, output: torch.Tensor, target: torch.Tensor, t: torch.Tensor,
+                       mask: torch.Tensor | None) -> torch.Tensor:
+        """Scalar loss of the denoiser's output (B, ...) at noise levels t (B,) against the
+        target that corrupt returned."""
+
+    def output_shape(self, state_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The shape of the denoiser's output for states of shape `state_shape` (B, ...):
+        the state's own by default."""
+        return tuple(state_shape)
 
     @abstractmethod
     def forward_sample(self, x0: torch.Tensor, k: int, mask: torch.Tensor | None,

@@ -145,9 +145,12 @@ class GaussianProcess(DiffusionProcess):
         model_output = proj(model_output)
         if self.config.prediction != "eps":
             return model_output
-        index = (t.detach().double().cpu() * (self.config.num_train_steps - 1)).round().long()
-        a = self.alpha_bar[index].to(x_t.dtype).to(x_t.device).view(-1, *([1] * (x_t.dim() - 1)))
+        a = self.alpha_bar[self.train_index(t)].to(x_t.dtype).to(x_t.device).view(-1, *([1] * (x_t.dim() - 1)))
         return proj((x_t - (1 - a).sqrt() * model_output) / a.sqrt())
+
+    def train_index(self, t: torch.Tensor) -> torch.Tensor:
+        """The integer training times (B,) of noise levels t (B,) = training time / (T - 1)."""
+        return (t.detach().double().cpu() * (self.config.num_train_steps - 1)).round().long()
 
     def add_noise(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """x_t for integer training times t (B,), clean x0 and noise (B, ...)."""
@@ -159,25 +162,36 @@ class GaussianProcess(DiffusionProcess):
             raise ValueError(f"state index {k} out of range [0, {self.num_steps}]")
         if k == self.num_steps:
             return x0
-        proj = self.projection(mask)
-        noise = proj(torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype))
-        t = torch.full((x0.shape[0],), self.times[k], dtype=torch.long)
-        return self.add_noise(proj(x0), t, noise)
+        t = torch.full((x0.shape[0],), self.time(k), dtype=torch.float64)
+        return self.corrupt(x0, t, mask, generator)[0]
 
-    def training_loss(self, denoiser: Denoiser, x0, mask, generator=None, weight: LossWeight | None = None):
-        """Mean over the batch x0 (B, ...) of the squared error of the prediction (ε or x0)
-        at a uniform training time, per degree of freedom; `weight` (e.g. min_snr_weight)
-        scales each example's error by a function of its ᾱ_t."""
+    def training_times(self, batch, generator=None):
+        """Uniformly drawn integer training times, as noise levels t / (T - 1), (B,)."""
+        t = torch.randint(0, self.config.num_train_steps, (batch,), generator=generator)
+        return t.float() / (self.config.num_train_steps - 1)
+
+    def corrupt(self, x0, t, mask, generator=None):
+        """(x_t, target) at noise levels t (B,): x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε on the
+        state subspace, and the target of the prediction, ε or x_0 (both (B, ...))."""
         proj = self.projection(mask)
         x0 = proj(x0)
-        batch = x0.shape[0]
-        t = torch.randint(0, self.config.num_train_steps, (batch,), generator=generator)
-        noise = proj(torch.randn(x0.shape, generator=generator))
-        x_t = self.add_noise(x0, t, noise)
-        t_frac = t.to(x0.dtype) / (self.config.num_train_steps - 1)
-        pred = proj(denoiser(x_t, t_frac, mask))
-        target = noise if self.config.prediction == "eps" else x0
-        sq = (pred - target).pow(2).flatten(1).sum(1) / proj.degrees_of_freedom(x0)
+        noise = proj(torch.randn(x0.shape, generator=generator).to(x0.device, x0.dtype))
+        x_t = self.add_noise(x0, self.train_index(t), noise)
+        return x_t, noise if self.config.prediction == "eps" else x0
+
+    def denoising_loss(self, output, target, t, mask, weight: LossWeight | None = None):
+        """Mean over the batch of the squared error of the prediction output (B, ...) per
+        degree of freedom; `weight` (e.g. min_snr_weight) scales each example's error by a
+        function of its ᾱ_t."""
+        proj = self.projection(mask)
+        sq = (proj(output) - target).pow(2).flatten(1).sum(1) / proj.degrees_of_freedom(target)
         if weight is not None:
-            sq = weight(self.alpha_bar.to(x0.dtype)[t]) * sq
+            sq = weight(self.alpha_bar.to(target.dtype)[self.train_index(t)].to(target.device)) * sq
         return sq.mean()
+
+    def training_loss(self, denoiser: Denoiser, x0, mask, generator=None, weight: LossWeight | None = None):
+        """The loss of the base class, each example's error scaled by `weight` (see
+        denoising_loss) when given."""
+        t = self.training_times(x0.shape[0], generator).to(x0.dtype)
+        x_t, target = self.corrupt(x0, t, mask, generator)
+        return self.denoising_loss(denoiser(x_t, t, mask), target, t, mask, weight)

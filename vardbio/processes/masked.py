@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from vardbio.processes.base import Denoiser, DiffusionProcess
+from vardbio.processes.base import DiffusionProcess
 from vardbio.processes.steps import StepDistribution
 
 MASK_SCHEDULES = ("linear", "cosine")
@@ -152,11 +152,7 @@ class MaskedDiffusion(DiffusionProcess):
             raise ValueError(f"state index {k} out of range [0, {self.num_steps}]")
         if k == self.num_steps:
             return x0
-        rate = float(self.mask_rate(self.grid[k]))
-        hide = (torch.rand(x0.shape[:2], generator=generator) < rate).to(x0.device, x0.dtype)
-        if mask is not None:
-            hide = hide * mask.to(x0.dtype)
-        return self.masked(x0, hide)
+        return self.corrupt(x0, torch.full((x0.shape[0],), self.grid[k], dtype=torch.float64), mask, generator)[0]
 
     def masked(self, x0: torch.Tensor, hide: torch.Tensor) -> torch.Tensor:
         """x0 (B, L, V+1) with the positions where hide (B, L) is 1 set to the mask token."""
@@ -164,19 +160,27 @@ class MaskedDiffusion(DiffusionProcess):
         masked_state[..., self.mask_index] = 1.0
         return hide[..., None] * masked_state + (1 - hide[..., None]) * x0
 
-    def training_loss(self, denoiser: Denoiser, x0, mask, generator=None):
-        """Cross-entropy of the denoiser on masked positions at uniformly drawn times.
+    def output_shape(self, state_shape):
+        """Logits (B, L, V) for one-hot states (B, L, V+1)."""
+        return (*state_shape[:-1], self.config.vocab_size)
 
-        x0: (B, L, V+1) one-hot clean states (no mask channel set)."""
+    def training_times(self, batch, generator=None):
+        """Uniform times in [0.001, 1], (B,)."""
+        return torch.rand(batch, generator=generator).clamp(min=1e-3)
+
+    def corrupt(self, x0, t, mask, generator=None):
+        """(x_t, target) for one-hot x0 (B, L, V+1) at times t (B,): each real position
+        masked with probability m(t); the target holds the clean one-hot tokens (B, L, V) of
+        the masked positions and zeros elsewhere."""
         batch, length = x0.shape[:2]
-        t = torch.rand(batch, generator=generator).clamp(min=1e-3)
-        rate = self.mask_rate(t).to(x0.dtype)
-        hide = (torch.rand(batch, length, generator=generator) < rate[:, None]).to(x0.dtype)
+        rate = self.mask_rate(t).to(x0.device, x0.dtype)
+        hide = (torch.rand(batch, length, generator=generator).to(x0.device) < rate[:, None]).to(x0.dtype)
         if mask is not None:
             hide = hide * mask.to(x0.dtype)
-        x_t = self.masked(x0, hide)
-        logits = denoiser(x_t, t, mask)
-        target = x0[..., : self.config.vocab_size].argmax(-1)
-        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-        ce = ce.reshape(batch, length) * hide
-        return ce.sum() / hide.sum().clamp(min=1)
+        return self.masked(x0, hide), hide[..., None] * x0[..., : self.config.vocab_size]
+
+    def denoising_loss(self, output, target, t, mask):
+        """Cross-entropy of the logits output (B, L, V) on the masked positions, averaged
+        over the masked positions of the batch."""
+        ce = -(target * torch.log_softmax(output, dim=-1)).sum()
+        return ce / target.sum().clamp(min=1)
