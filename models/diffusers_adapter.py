@@ -286,9 +286,10 @@ class DiffusersPlugin(ModelPlugin):
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
-    # images like the image plugin's: the same design files and summary entries
+    # images like the image plugin's: the same design files, gallery and summary entries
     write_designs = ImagePlugin.write_designs
-    summary_extras = ImagePlugin.summary_extras
+    gallery = ImagePlugin.gallery
+    summarize = ImagePlugin.summarize
 
 
 plugin = DiffusersPlugin()

@@ -333,10 +333,11 @@ class EvoDiffPlugin(ModelPlugin):
         raise ValueError("the evodiff model is not pretrained by vardbio: it fine-tunes EvoDiff's released "
                          f"OA-DM weights ({RELEASES}); for a protein model trained here use model=protein_sequence")
 
-    # sequences like the protein_sequence plugin's: FASTA + CSV, and the same summary entries
-    # (stability, diversity, naturalness under this model, hmm_family hit fractions)
+    # sequences like the protein_sequence plugin's: FASTA + CSV, the same gallery and summary
+    # entries (stability, diversity, naturalness under this model, hmm_family hit fractions)
     write_designs = ProteinSequencePlugin.write_designs
-    summary_extras = ProteinSequencePlugin.summary_extras
+    gallery = ProteinSequencePlugin.gallery
+    summarize = ProteinSequencePlugin.summarize
 
 
 plugin = EvoDiffPlugin()

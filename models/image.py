@@ -22,6 +22,7 @@ from torch.nn import functional as F
 from vardbio.extras import require
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.evaluation import DomainSummary, Evaluation, Metric
 from vardbio.model.plugin import ModelPlugin
 from vardbio.model.training import PretrainConfig, pretrain_loop, uniform_batches
 from vardbio.nn import TimeEmbedding, mlp
@@ -209,6 +210,14 @@ def write_image_designs(designs: Sequence[Any], rewards: np.ndarray | None, out_
     return [png, npy, csv_path]
 
 
+def pixel_diversity_metric(evaluation: Evaluation) -> Metric:
+    """pixel_diversity of the reference's and of the fine-tuned model's images."""
+    return Metric("pixel_diversity", pixel_diversity(evaluation.final.states),
+                  pixel_diversity(evaluation.reference.states),
+                  label="diversity (mean pairwise RMS pixel distance)", units="intensity on [-1, 1]",
+                  higher_is_better=True)
+
+
 def pixel_diversity(states: torch.Tensor, limit: int = 512) -> float:
     """Mean pairwise RMS pixel distance between images (B, ...) (the first `limit`)."""
     x = states[:limit].detach().double().clamp(-1, 1).flatten(1)
@@ -284,6 +293,7 @@ class ImagePlugin(ModelPlugin):
     """Digits images: a UNet with Gaussian diffusion (DDIM(η) sampling, ε-prediction)."""
 
     name = "image"
+    gallery = {".png": "images"}
     defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
     test_options = ({"size": 8, "base_channels": 8, "sampling_steps": 4},
                     {"size": 16, "base_channels": 8, "channel_mults": [1, 2, 2], "sampling_steps": 4})
@@ -329,10 +339,8 @@ class ImagePlugin(ModelPlugin):
     def write_designs(self, designs, rewards, out_stem):
         return write_image_designs(designs, rewards, out_stem)
 
-    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
-        """Pixel diversity (mean pairwise RMS distance) before and after fine-tuning."""
-        return {"pixel_diversity_initial": pixel_diversity(reference_samples),
-                "pixel_diversity_final": pixel_diversity(final_samples)}
-
+    def summarize(self, evaluation: Evaluation) -> DomainSummary:
+        """Pixel diversity (pixel_diversity_metric) before and after fine-tuning."""
+        return DomainSummary([pixel_diversity_metric(evaluation)])
 
 plugin = ImagePlugin()

@@ -31,6 +31,7 @@ from torch import nn
 from vardbio.data import data_path
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.evaluation import DomainSummary, Evaluation, Metric, OracleScores, score_in_process
 from vardbio.model.plugin import ModelPlugin, check_length
 from vardbio.model.training import pretrain_loop
 from vardbio.geometry import DenseGraph, EGNNLayer, random_rotations, rotate_vectors, vector_gram
@@ -221,44 +222,58 @@ class ProteinBackbonePlugin(ModelPlugin):
         for start in range(0, int(data_opts["eval_samples"]), 32):
             traj = model.rollout(min(32, int(data_opts["eval_samples"]) - start), g)
             samples += model.decode(traj.final, traj.mask)
-        metrics.update({"n_fragments": len(frags), "samples": geometry_report(samples),
-                        "data": geometry_report(list(frags[:: max(1, len(frags) // 256)])),
+        metrics.update({"n_fragments": len(frags), "samples": geometry_report(samples, score_in_process),
+                        "data": geometry_report(list(frags[:: max(1, len(frags) // 256)]), score_in_process),
                         "options": opts, "data_options": data_opts, "seed": seed})
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
     def write_designs(self, designs, rewards, out_stem):
         """One PDB file per design under <stem>_pdb/ (poly-glycine N, CA, C, O, chain A) and a
-        CSV: file, length, reward, helix and sheet fractions, CA clashes, chain breaks."""
-        from vardbio_oracles.structure import CAClashes, ChainBreaks, SecondaryStructure
-
+        CSV: file, length, the `geometry` figures, reward. Oracle scores of the evaluation
+        designs are in reward_terms_*.csv and the summary, paid through the runtime."""
         folder = out_stem.parent / f"{out_stem.name}_pdb"
         folder.mkdir(parents=True, exist_ok=True)
-        helix = SecondaryStructure("helix").score(list(designs)).values
-        sheet = SecondaryStructure("strand").score(list(designs)).values
-        clashes = CAClashes().score(list(designs)).values
-        breaks = ChainBreaks().score(list(designs)).values
         table = out_stem.with_suffix(".csv")
         with table.open("w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["file", "length", "helix_fraction", "sheet_fraction", "ca_clashes", "chain_breaks"]
-                            + ([] if rewards is None else ["reward"]))
+            writer.writerow(["file", "length", *GEOMETRY] + ([] if rewards is None else ["reward"]))
             for i, bb in enumerate(designs):
                 path = folder / f"design_{i:04d}.pdb"
                 path.write_text(to_pdb(bb, remark=None if rewards is None else f"reward {rewards[i]:.6g}"))
-                row = [path.name, len(bb), f"{helix[i]:.4f}", f"{sheet[i]:.4f}", f"{clashes[i]:.0f}", f"{breaks[i]:.0f}"]
+                figures = geometry(bb)
+                row = [path.name, len(bb), *(f"{figures[k]:.4f}" for k in GEOMETRY)]
                 writer.writerow(row + ([] if rewards is None else [f"{rewards[i]:.6g}"]))
         return [table, *sorted(folder.glob("design_*.pdb"))]
 
-    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
-        """Geometry of the final designs (and `_initial` of the reference's): helix and sheet
-        fractions, CA clashes, chain breaks, CA-CA distance, bond-length and angle
-        deviations from ideal, and diversity (mean pairwise CA RMSD, Å, over up to 64)."""
-        extras: dict[str, Any] = {}
-        for suffix, states in (("", final_samples), ("_initial", reference_samples)):
-            for key, value in geometry_report(decode_states(states)).items():
-                extras[key + suffix] = value
-        return extras
+    def summarize(self, evaluation: Evaluation) -> DomainSummary:
+        """geometry_report of the final designs, with the reference's as initial values: DSSP
+        helix and sheet fractions, CA clashes and chain breaks (scored through the
+        campaign's evaluation runtime), bond-length and angle deviations from ideal, CA-CA
+        distances and diversity (mean pairwise CA RMSD over up to 64 designs)."""
+        score = evaluation.oracles.values
+        after = geometry_report(evaluation.final.designs, score)
+        before = geometry_report(evaluation.reference.designs, score)
+        return DomainSummary([Metric(key, after[key], before[key], **GEOMETRY_METRICS[key]) for key in GEOMETRY_METRICS])
+
+GEOMETRY = ("bond_deviation", "angle_deviation", "ca_ca_mean", "ca_ca_std")
+"""The figures of `geometry`, in the design CSV's column order."""
+STRUCTURE_ORACLES = {"helix_fraction": ("ss_fraction", {"kind": "helix"}),
+                     "sheet_fraction": ("ss_fraction", {"kind": "strand"}),
+                     "ca_clashes": ("ca_clashes", None), "chain_breaks": ("chain_breaks", None)}
+"""The registered oracles (name, params) behind geometry_report's oracle figures."""
+GEOMETRY_METRICS = {
+    "helix_fraction": {"label": "helix fraction (DSSP)", "units": "fraction of residues", "higher_is_better": None},
+    "sheet_fraction": {"label": "sheet fraction (DSSP)", "units": "fraction of residues", "higher_is_better": None},
+    "ca_clashes": {"label": "CA clashes", "units": "count of CA pairs", "higher_is_better": False},
+    "chain_breaks": {"label": "chain breaks", "units": "count", "higher_is_better": False},
+    "bond_deviation": {"label": "bond-length deviation from ideal", "units": "Å", "higher_is_better": False},
+    "angle_deviation": {"label": "bond-angle deviation from ideal", "units": "degrees", "higher_is_better": False},
+    "ca_ca_mean": {"label": "CA-CA distance (ideal 3.80)", "units": "Å", "higher_is_better": None},
+    "ca_ca_std": {"label": "CA-CA distance spread", "units": "Å", "higher_is_better": False},
+    "diversity": {"label": "diversity (mean pairwise CA RMSD)", "units": "Å", "higher_is_better": True},
+}
+"""How the summary describes geometry_report's figures (Metric's label, units, direction)."""
 
 
 def fragment_weights(fragments: np.ndarray, strand_oversample: float) -> torch.Tensor:
@@ -309,16 +324,14 @@ def geometry(backbone: np.ndarray) -> dict[str, float]:
             "ca_ca_mean": float(caca.mean()), "ca_ca_std": float(caca.std())}
 
 
-def geometry_report(backbones: Sequence[np.ndarray]) -> dict[str, float]:
-    """Means over a set of backbones: DSSP helix and sheet fractions, CA clashes, chain
-    breaks, the `geometry` figures, and diversity (mean pairwise CA RMSD over up to 64)."""
-    from vardbio_oracles.structure import CAClashes, ChainBreaks, SecondaryStructure, superposed_rmsd
+def geometry_report(backbones: Sequence[np.ndarray], score: OracleScores) -> dict[str, float]:
+    """Means over a set of backbones: DSSP helix and sheet fractions, CA clashes and chain
+    breaks from `score` (vardbio.model.evaluation.OracleScores), the `geometry` figures, and
+    diversity (mean pairwise CA RMSD over up to 64)."""
+    from vardbio_oracles.structure import superposed_rmsd
 
     designs = list(backbones)
-    report = {"helix_fraction": float(np.nanmean(SecondaryStructure("helix").score(designs).values)),
-              "sheet_fraction": float(np.nanmean(SecondaryStructure("strand").score(designs).values)),
-              "ca_clashes": float(np.nanmean(CAClashes().score(designs).values)),
-              "chain_breaks": float(np.nanmean(ChainBreaks().score(designs).values))}
+    report = {key: float(np.nanmean(score(name, designs, params))) for key, (name, params) in STRUCTURE_ORACLES.items()}
     per = [geometry(b) for b in designs]
     for key in per[0]:
         report[key] = float(np.mean([p[key] for p in per]))

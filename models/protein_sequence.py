@@ -28,6 +28,8 @@ import torch.nn.functional as F
 from vardbio.data import data_path
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.evaluation import (DomainSummary, Evaluation, EvaluationOracles, Metric, OracleScores,
+                                      score_in_process)
 from vardbio.model.plugin import ModelPlugin, check_length
 from vardbio.model.training import pretrain_loop
 from vardbio.nn import TokenConvValueNet, TokenTransformer
@@ -104,6 +106,7 @@ class ProteinSequencePlugin(ModelPlugin):
     """Protein sequences of `length` residues (min_length <= length <= max_length)."""
 
     name = "protein_sequence"
+    gallery = {".fasta": "sequences"}
     defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
     test_options = ({"max_length": 16, "length": 12, "min_length": 4, "width": 32, "layers": 1, "heads": 2,
                      "ff": 64, "sampling_steps": 6},)
@@ -159,19 +162,18 @@ class ProteinSequencePlugin(ModelPlugin):
             "heldout_naturalness": float(np.mean(naturalness(model, heldout))),
             "sample_naturalness": float(np.mean(naturalness(model, samples))),
             "n_train_sequences": len(data), "n_heldout_sequences": len(heldout),
-            "samples": sequence_statistics(samples, natural),
+            "samples": sequence_statistics(samples, score_in_process, natural),
             "options": opts, "data": data_opts, "seed": seed,
         })
         save_model(model, out_path, pretrain_metrics=metrics)
         return metrics
 
     def write_designs(self, designs, rewards, out_stem):
-        """FASTA (`>design_<i> reward=<r>`) and a CSV: sequence, length, reward, instability index."""
-        from vardbio_oracles.protein import InstabilityIndex
-
+        """FASTA (`>design_<i> reward=<r>`) and a CSV: sequence, length, reward. Oracle scores
+        of the evaluation designs are in reward_terms_*.csv and the summary, paid through the
+        runtime."""
         out_stem.parent.mkdir(parents=True, exist_ok=True)
         fasta, table = out_stem.with_suffix(".fasta"), out_stem.with_suffix(".csv")
-        ii = InstabilityIndex().score(list(designs))
         with fasta.open("w") as fh:
             for i, seq in enumerate(designs):
                 tag = "" if rewards is None else f" reward={rewards[i]:.6g}"
@@ -180,49 +182,92 @@ class ProteinSequencePlugin(ModelPlugin):
                     fh.write(seq[start:start + 60] + "\n")
         with table.open("w", newline="") as fh:
             writer = csv.writer(fh)
-            writer.writerow(["id", "sequence", "length", "instability_index"] + ([] if rewards is None else ["reward"]))
+            writer.writerow(["id", "sequence", "length"] + ([] if rewards is None else ["reward"]))
             for i, seq in enumerate(designs):
-                row = [f"design_{i}", seq, len(seq), f"{ii.values[i]:.4f}"]
-                writer.writerow(row + ([] if rewards is None else [f"{rewards[i]:.6g}"]))
+                writer.writerow([f"design_{i}", seq, len(seq)] + ([] if rewards is None else [f"{rewards[i]:.6g}"]))
         return [fasta, table]
 
-    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
+    def summarize(self, evaluation: Evaluation) -> DomainSummary:
         """stability_fraction (instability index < 40), instability_index_mean, diversity,
-        uniqueness and naturalness of the final designs, `_initial` for the reference's,
-        and naturalness_heldout_natural: the same figure for held-out natural crops.
+        uniqueness and naturalness of the final designs, with the reference's as initial
+        values, and naturalness_heldout_natural: the same figure for held-out natural crops.
+        The instability index is scored through the campaign's evaluation runtime.
 
-        For a reward term of the `hmm_family` oracle (vardbio_oracles.hmm) also:
-        hit_fraction (designs with E-value below the term's hit_evalue), hmm_bits_mean and
-        hmm_no_hit_fraction (designs HMMER reports no hit for), each with `_initial`, the
-        threshold as hit_evalue and hit_fraction_heldout_natural; recomputed here from the
-        designs already scored, not counted as oracle calls. A second such term's keys end
-        in `_<term name>`."""
-        extras: dict[str, Any] = {}
-        decoded = {}
-        for suffix, states in (("", final_samples), ("_initial", reference_samples)):
-            seqs = decoded[suffix] = decode_states(states)
-            for key, value in sequence_statistics(seqs).items():
-                extras[key + suffix] = value
-            extras["naturalness" + suffix] = float(np.mean(naturalness(model, seqs[:256])))
+        For each reward term of the `hmm_family` oracle (vardbio_oracles.hmm), also scored
+        through the runtime: hit_fraction (designs with E-value below the term's
+        hit_evalue), hmm_bits_mean and hmm_no_hit_fraction (designs HMMER reports no hit
+        for), hit_fraction_heldout_natural, and the threshold as the entry hit_evalue. A
+        second such term's names end in `_<term name>`."""
+        model, final, reference = evaluation.model, evaluation.final, evaluation.reference
+        score = evaluation.oracles.values
+        stats = {when: sequence_statistics(d.designs, score) for when, d in (("final", final), ("initial", reference))}
+        metrics = [Metric(key, stats["final"][key], stats["initial"][key], **SEQUENCE_METRICS[key])
+                   for key in SEQUENCE_METRICS]
+        metrics.append(Metric("naturalness", float(np.mean(naturalness(model, final.designs[:256]))),
+                              float(np.mean(naturalness(model, reference.designs[:256]))), **NATURALNESS))
+        length = final.states.shape[1]
         try:
-            heldout = [s[: final_samples.shape[1]] for s in read_crops()["heldout"]
-                       if len(s) >= final_samples.shape[1]]
-            extras["naturalness_heldout_natural"] = float(np.mean(naturalness(model, heldout)))
+            heldout = [s[:length] for s in read_crops()["heldout"] if len(s) >= length]
+            metrics.append(Metric("naturalness_heldout_natural", float(np.mean(naturalness(model, heldout))),
+                                  **{**NATURALNESS, "label": "naturalness of held-out natural crops"}))
         except FileNotFoundError:
             heldout = []
-        family_terms = [term for term in reward_terms if term.oracle.name == "hmm_family"]
+        entries: dict[str, Any] = {}
+        family_terms = [term for term in evaluation.reward_terms if term.oracle.name == "hmm_family"]
         for n, term in enumerate(family_terms):
             tag = "" if n == 0 else f"_{term.label}"
-            extras["hit_evalue" + tag] = term.oracle.hit_evalue
-            for suffix, seqs in (*decoded.items(), ("_heldout_natural", heldout)):
-                rows = term.oracle.hits(seqs)
-                if not rows:
-                    continue
-                extras["hit_fraction" + suffix + tag] = float(np.mean([r["hit"] for r in rows]))
-                if suffix != "_heldout_natural":
-                    extras["hmm_bits_mean" + suffix + tag] = float(np.nanmean([r["bits"] for r in rows]))
-                    extras["hmm_no_hit_fraction" + suffix + tag] = float(np.mean([not r["reported"] for r in rows]))
-        return extras
+            entries["hit_evalue" + tag] = term.oracle.hit_evalue
+            metrics += family_metrics(term.oracle, tag, evaluation.oracles, final.designs, reference.designs, heldout)
+        return DomainSummary(metrics, entries)
+
+SEQUENCE_METRICS = {
+    "stability_fraction": {"label": f"stable fraction (instability index < {STABLE_THRESHOLD:g})",
+                           "units": "fraction of designs", "higher_is_better": True},
+    "instability_index_mean": {"label": "mean instability index", "units": "instability index (dimensionless)",
+                               "higher_is_better": False},
+    "diversity": {"label": "diversity (mean pairwise 1 − sequence identity)", "units": "fraction of positions",
+                  "higher_is_better": True},
+    "uniqueness": {"label": "uniqueness (distinct sequences)", "units": "fraction of designs",
+                   "higher_is_better": True},
+}
+"""How the summary describes the sequence_statistics figures (Metric's label, units, direction)."""
+NATURALNESS = {"label": "naturalness (mean per-residue log-likelihood under the reference model)",
+               "units": "nats per residue", "higher_is_better": True}
+
+
+def family_metrics(oracle: Any, tag: str, oracles: EvaluationOracles, final: Sequence[str],
+                   initial: Sequence[str], heldout: Sequence[str]) -> list[Metric]:
+    """hit_fraction, hmm_bits_mean and hmm_no_hit_fraction of the final and initial designs
+    and hit_fraction_heldout_natural under an hmm_family oracle's profile, its E-values and
+    bit scores scored through the evaluation runtime; names end in `tag`."""
+    from vardbio_oracles.hmm import NO_HIT_EVALUE
+
+    profile = {"hmm": oracle.hmm_param, "name": oracle.profile.name, "hit_evalue": oracle.hit_evalue}
+    name = oracle.hmm_param
+
+    def figures(designs: Sequence[str]) -> dict[str, float]:
+        if not designs:
+            return {}
+        evalue = oracles.values("hmm_family", designs, {**profile, "score": "evalue"})
+        bits = oracles.values("hmm_family", designs, {**profile, "score": "bits"})
+        # no reported hit: an invalid design (NaN) or one at the no-hit floor (E-value 1 at
+        # the profile's Forward τ in bits)
+        no_hit = np.isnan(bits) | ((evalue == NO_HIT_EVALUE) & (bits == oracle.tau))
+        return {"hit_fraction": float(np.mean(np.nan_to_num(evalue, nan=np.inf) < oracle.hit_evalue)),
+                "hmm_bits_mean": float(np.nanmean(bits)), "hmm_no_hit_fraction": float(np.mean(no_hit))}
+
+    after, before, natural = figures(final), figures(initial), figures(heldout)
+    described = {"hit_fraction": {"label": f"{name} family hits (E-value < {oracle.hit_evalue:g})",
+                                  "units": "fraction of designs", "higher_is_better": True},
+                 "hmm_bits_mean": {"label": f"mean HMMER bit score against {name}", "units": "bits",
+                                   "higher_is_better": True},
+                 "hmm_no_hit_fraction": {"label": f"no HMMER hit for {name}", "units": "fraction of designs",
+                                         "higher_is_better": False}}
+    metrics = [Metric(key + tag, after[key], before[key], **described[key]) for key in described if after]
+    if natural:
+        metrics.append(Metric("hit_fraction_heldout_natural" + tag, natural["hit_fraction"],
+                              **{**described["hit_fraction"], "label": f"{name} family hits of held-out natural crops"}))
+    return metrics
 
 
 def sample_windows(data: Sequence[str], n: int, max_length: int, min_length: int,
@@ -277,27 +322,25 @@ def heldout_masked_ce(model: DiffusionModel, sequences: Sequence[str], seed: int
     return float(np.mean([float(model.process.training_loss(model.denoiser, x0, mask, g)) for _ in range(repeats)]))
 
 
-def sequence_statistics(sequences: Sequence[str], natural: Sequence[str] | None = None) -> dict[str, float]:
+def sequence_statistics(sequences: Sequence[str], score: OracleScores,
+                        natural: Sequence[str] | None = None) -> dict[str, float]:
     """stability_fraction (instability index < 40), instability_index_mean, diversity (mean
     pairwise fraction of differing positions over up to 256 designs of equal length),
     uniqueness (distinct fraction); with `natural`, the same index figures for it and the
-    total-variation distance between the two amino-acid compositions."""
-    from vardbio_oracles.protein import InstabilityIndex
-
-    oracle = InstabilityIndex()
-    ii = oracle.score(list(sequences)).values
+    total-variation distance between the two amino-acid compositions. The instability
+    index comes from `score` (vardbio.model.evaluation.OracleScores)."""
+    ii = score("instability_index", list(sequences), None)
     finite = ii[np.isfinite(ii)]
     stats = {"stability_fraction": float((finite < STABLE_THRESHOLD).mean()) if len(finite) else float("nan"),
              "instability_index_mean": float(finite.mean()) if len(finite) else float("nan"),
              "diversity": pairwise_diversity(sequences[:256]),
              "uniqueness": len(set(sequences)) / max(len(sequences), 1)}
     if natural is not None:
-        nat = oracle.score(list(natural)).values
+        nat = score("instability_index", list(natural), None)
         stats["natural_stability_fraction"] = float((nat < STABLE_THRESHOLD).mean())
         stats["natural_instability_index_mean"] = float(np.nanmean(nat))
         stats["composition_tv_distance"] = float(0.5 * np.abs(composition(sequences) - composition(natural)).sum())
     return stats
-
 
 def composition(sequences: Sequence[str]) -> np.ndarray:
     """Amino-acid frequencies (20,) over all residues."""

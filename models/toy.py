@@ -18,6 +18,7 @@ from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.evaluation import DomainSummary, Evaluation
 from vardbio.model.plugin import ModelPlugin
 from vardbio.model.training import pretrain_loop, uniform_batches
 from vardbio.nn import TimeEmbedding, mlp
@@ -113,6 +114,7 @@ class ToyPlugin(ModelPlugin):
     """The toy domain: vectors in R^d from DATASETS."""
 
     name = "toy"
+    gallery = {".csv": "vectors"}
     defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
     test_options = ({"dataset": "gaussian2"}, {"dataset": "gaussian8"}, {"dataset": "mixture2"})
 
@@ -161,32 +163,33 @@ class ToyPlugin(ModelPlugin):
         return write_table(out_stem, [f"x{i}" for i in range(dim)], [[f"{v:.6g}" for v in x] for x in designs],
                            rewards)
 
-    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
+    def summarize(self, evaluation: Evaluation) -> DomainSummary:
         """The analytic optimum for a single linear reward (and mixture weights for mixtures).
 
         Gaussian bases use the mean and covariance of the reference model's own samples, so
         the target is the optimum for the model actually being fine-tuned.
         """
-        if beta is None or len(reward_terms) != 1 or not isinstance(reward_terms[0].oracle, LinearReward):
-            return {}
-        w = reward_terms[0].weight * reward_terms[0].oracle.w
-        ref = reference_samples.double().numpy()
+        terms, beta = evaluation.reward_terms, evaluation.beta
+        if beta is None or len(terms) != 1 or not isinstance(terms[0].oracle, LinearReward):
+            return DomainSummary()
+        w = terms[0].weight * terms[0].oracle.w
+        ref = evaluation.reference.states.double().numpy()
         if ref.shape[1] != len(w):
             raise ValueError(f"linear reward has {len(w)} weights for {ref.shape[1]}-dimensional designs")
-        dataset = DATASETS[model.spec["options"]["dataset"]]
+        dataset = DATASETS[evaluation.model.spec["options"]["dataset"]]
         base = (GaussianMixture(np.ones(1), ref.mean(0)[None], np.cov(ref.T)[None])
                 if len(dataset.weights) == 1 else dataset)
         optimum = base.tilted(w, beta)
         reward_opt = float(np.sum(optimum.weights * (optimum.means @ w)))
         kl_opt = reward_opt / beta - base.log_normaliser(w, beta)
-        extras: dict[str, Any] = {"analytic": {"reward_optimum": reward_opt, "kl_optimum": kl_opt}}
+        entries: dict[str, Any] = {"analytic": {"reward_optimum": reward_opt, "kl_optimum": kl_opt}}
         if len(base.weights) > 1:
-            found = np.bincount(optimum.component_of(final_samples.double().numpy()),
-                                minlength=len(base.weights)) / len(final_samples)
-            extras["analytic"]["mixture_weights_optimum"] = optimum.weights.tolist()
-            extras["mixture_weights_final"] = found.tolist()
-        return extras
-
+            final = evaluation.final.states
+            found = np.bincount(optimum.component_of(final.double().numpy()),
+                                minlength=len(base.weights)) / len(final)
+            entries["analytic"]["mixture_weights_optimum"] = optimum.weights.tolist()
+            entries["mixture_weights_final"] = found.tolist()
+        return DomainSummary(entries=entries)
 
 def write_table(out_stem: Path, header: list[str], rows: Sequence[list[str]], rewards: np.ndarray | None) -> list[Path]:
     """<stem>.csv: `header` and one row per design, then a reward column if rewards are given."""

@@ -18,6 +18,7 @@ from torch import nn
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.evaluation import DomainSummary, Evaluation
 from vardbio.model.plugin import ModelPlugin
 from vardbio.model.training import pretrain_loop, uniform_batches
 from vardbio.nn import TimeEmbedding, mlp
@@ -124,23 +125,24 @@ class ToySequencePlugin(ModelPlugin):
         """FASTA-style records would suit proteins; toy sequences go to a CSV (sequence, reward)."""
         return write_table(out_stem, ["sequence"], [[seq] for seq in designs], rewards)
 
-    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
-        """The exact optimum for one TokenScore reward, from the reference's own marginals."""
-        if beta is None or len(reward_terms) != 1 or not isinstance(reward_terms[0].oracle, TokenScore):
-            return {}
-        arch = model.spec["options"]
-        table = reward_terms[0].weight * reward_terms[0].oracle.table
+    def summarize(self, evaluation: Evaluation) -> DomainSummary:
+        """The exact optimum for one TokenScore reward, from the reference's own marginals,
+        and the largest error of the final designs' marginals against it."""
+        terms, beta = evaluation.reward_terms, evaluation.beta
+        if beta is None or len(terms) != 1 or not isinstance(terms[0].oracle, TokenScore):
+            return DomainSummary()
+        arch = evaluation.model.spec["options"]
+        table = terms[0].weight * terms[0].oracle.table
         if table.shape != (arch["length"], arch["vocab"]):
             raise ValueError(f"token_score table {table.shape} does not fit sequences {arch['length']}x{arch['vocab']}")
-        p = reference_samples[..., : arch["vocab"]].double().mean(0).numpy().clip(1e-12)
+        p = evaluation.reference.states[..., : arch["vocab"]].double().mean(0).numpy().clip(1e-12)
         tilted = p * np.exp(table / beta)
         p_star = tilted / tilted.sum(1, keepdims=True)
         reward_opt = float((p_star * table).sum())
         kl_opt = float((p_star * np.log(p_star / p)).sum())
-        final = final_samples[..., : arch["vocab"]].double().mean(0).numpy()
-        return {"analytic": {"reward_optimum": reward_opt, "kl_optimum": kl_opt},
-                "marginal_error_final": float(np.abs(final - p_star).max())}
-
+        final = evaluation.final.states[..., : arch["vocab"]].double().mean(0).numpy()
+        return DomainSummary(entries={"analytic": {"reward_optimum": reward_opt, "kl_optimum": kl_opt},
+                                      "marginal_error_final": float(np.abs(final - p_star).max())})
 
 class TokenScore(PerDesignOracle):
     """r(x) = Σ_l table[l, x_l] for sequences over ALPHABET; higher is better.

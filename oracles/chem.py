@@ -166,10 +166,11 @@ class SAScore(MolOracle):
 
 class LogP(MolOracle):
     """Crippen logP (octanol/water). No preferred direction: use a transform (e.g. a
-    double sigmoid window); higher_is_better is nominal. ~0.2 ms."""
+    double sigmoid window). ~0.2 ms."""
 
     name = "logp"
     units = "log10 partition coefficient"
+    higher_is_better = None
 
     def score_one(self, design):
         return Crippen.MolLogP(to_mol(design))
@@ -180,6 +181,7 @@ class MolWeight(MolOracle):
 
     name = "mol_weight"
     units = "Da"
+    higher_is_better = None
 
     def score_one(self, design):
         return Descriptors.MolWt(to_mol(design))

@@ -71,6 +71,7 @@ class Gravy(SequenceOracle):
 
     name = "gravy"
     units = "Kyte-Doolittle hydropathy per residue"
+    higher_is_better = None
 
     def compute(self, analysis):
         return analysis.gravy()
@@ -81,6 +82,7 @@ class IsoelectricPoint(SequenceOracle):
 
     name = "isoelectric_point"
     units = "pH"
+    higher_is_better = None
 
     def compute(self, analysis):
         return analysis.isoelectric_point()
@@ -91,6 +93,7 @@ class NetCharge(SequenceOracle):
 
     name = "net_charge"
     units = "elementary charges"
+    higher_is_better = None
 
     def __init__(self, ph: float = 7.0):
         if not 0.0 <= ph <= 14.0:
@@ -109,6 +112,7 @@ class Aromaticity(SequenceOracle):
 
     name = "aromaticity"
     units = "fraction"
+    higher_is_better = None
 
     def compute(self, analysis):
         return analysis.aromaticity()

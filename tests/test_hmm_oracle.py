@@ -118,20 +118,32 @@ def test_bits_match_hmmsearch_table():
     np.testing.assert_allclose(got, [expected[n] for n in names], atol=0.1)  # 1 decimal in the table; HMMER 3.3.1 made it, pyhmmer runs 3.4
 
 
-def test_summary_extras_report_hit_fractions():
-    from vardbio.reward.reward import RewardTerm
-    from vardbio_models.protein_sequence import encode, plugin
+def test_summary_reports_hit_fractions_paid_through_the_runtime():
+    from vardbio.model.evaluation import EvaluatedDesigns, Evaluation, EvaluationOracles
+    from vardbio.reward import OracleRuntime, Reward, RewardTerm
+    from vardbio_models.protein_sequence import encode, plugin, read_crops
     from vardbio_oracles.protein import SequenceStability
 
     model = plugin.load({"length": 64})
     before = [NO_HIT + "A" * 4, SHORT * 16]
     after = [ROSSMANN + "AAA", NO_HIT + "A" * 4]
     terms = [RewardTerm(HMMFamily(), 0.25, name="family_bits"), RewardTerm(SequenceStability())]
-    extras = plugin.summary_extras(model, encode(before)[0], encode(after)[0], terms, 0.01)
+    reward = Reward(terms, OracleRuntime("inprocess"))
+    evaluated = [EvaluatedDesigns.score(model, *encode(seqs), reward) for seqs in (before, after)]
+    assert reward.ledger.total_calls == 8  # 2 terms x 4 designs
+    reward.ledger.calls.clear()
+    summary = plugin.summarize(Evaluation(model, *evaluated, terms, 0.01, EvaluationOracles(reward.evaluator)))
+    extras = summary.summary_entries()
     assert extras["hit_fraction_initial"] == 0.0 and extras["hit_fraction"] == 0.5
     assert extras["hmm_no_hit_fraction_initial"] == 1.0 and extras["hit_evalue"] == 0.01
     assert 0 <= extras["hit_fraction_heldout_natural"] <= 1
     assert extras["hmm_bits_mean"] > extras["hmm_bits_mean_initial"]
+    assert extras["domain_metrics"]["hit_fraction"]["label"] == "PF02826 family hits (E-value < 0.01)"
+    # every score the summary needed went through the runtime (no cache here): the
+    # instability index of the 4 designs, E-values and bit scores of them and of the
+    # distinct held-out crops
+    heldout = {s[:64] for s in read_crops()["heldout"] if len(s) >= 64}
+    assert dict(reward.ledger.calls) == {"instability_index": 4, "hmm_family": 2 * (4 + len(heldout))}
 
 
 def test_protein_family_campaign_reports_hit_fraction(tmp_path):

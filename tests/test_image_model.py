@@ -82,7 +82,9 @@ def test_campaign_smoke_run_writes_grids_and_summary(tmp_path, campaign):
                  "algorithm.batch_size=4", "algorithm.value.epochs=2"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert {"reward_initial", "reward_final", "kl_to_reference", "oracle_calls",
-            "pixel_diversity_initial", "pixel_diversity_final"} <= set(summary)
+            "pixel_diversity_initial", "pixel_diversity"} <= set(summary)
+    assert summary["domain_metrics"]["pixel_diversity"]["label"] == "diversity (mean pairwise RMS pixel distance)"
+    assert [f["file"] for f in summary["design_files"]] == ["designs_initial.png", "designs_final.png"]
     assert summary["oracle_calls"] == 32 and summary["eval_oracle_calls"] == 32
     assert np.isfinite(summary["reward_final"]["mean"]) and summary["kl_to_reference"] > 0
     for stem in ("designs_initial", "designs_final"):

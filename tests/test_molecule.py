@@ -168,12 +168,21 @@ def test_write_designs_sdf_with_scores(dataset, tmp_path):
     assert len(table) == 4 and table[3].split(",")[2] == "nan" and table[3].split(",", 3)[3]
 
 
-def test_summary_extras_report_validity_and_diversity(model, dataset):
+def test_summary_reports_validity_and_tanimoto_diversity(model, dataset):
+    from vardbio.model.evaluation import EvaluatedDesigns, Evaluation, EvaluationOracles
+    from vardbio.reward import Reward, RewardTerm
+
     x0 = dataset.states(torch.arange(len(dataset)))
     noise = model.process.prior_sample(tuple(x0.shape), dataset.mask, torch.Generator().manual_seed(0))
-    extras = plugin.summary_extras(model, noise, x0, [], None)
+    reward = Reward([RewardTerm(QEDOracle())])
+    before, after = (EvaluatedDesigns.score(model, states, dataset.mask, reward) for states in (noise, x0))
+    extras = plugin.summarize(Evaluation(model, before, after, reward.terms, None,
+                                         EvaluationOracles(reward.evaluator))).summary_entries()
     assert extras["valid_fraction"] == 1.0 and extras["valid_fraction_initial"] < 1.0
     assert 0.0 < extras["diversity"] <= 1.0
+    assert extras["domain_metrics"]["diversity"] == {
+        "label": "diversity (mean pairwise Tanimoto distance, Morgan radius 2)", "units": "Tanimoto distance (0-1)",
+        "higher_is_better": True}
 
 
 def test_unknown_options_are_named():

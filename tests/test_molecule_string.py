@@ -96,7 +96,7 @@ def test_unknown_option_is_named():
         plugin.build({"wdith": 3})
 
 
-def test_pmo_campaign_counts_unique_valid_designs_and_reports_auc(tmp_path):
+def test_pmo_campaign_counts_unique_valid_designs_and_reports_auc(tmp_path, real_oracle_calls):
     """molecule_pmo end to end on the shipped model with a tiny budget: PMO's counting, the
     AUCs recomputed from the call history, SDF and SMILES design files."""
     import csv
@@ -112,6 +112,9 @@ def test_pmo_campaign_counts_unique_valid_designs_and_reports_auc(tmp_path):
         "algorithm.batch_size=4", "algorithm.steps_per_update=1", "algorithm.value.epochs=2",
         f"out_dir={tmp_path}", "progress=false", "report=false"])
     s = Trainer.from_config(cfg).train()
+    # QED and SA in the summary were paid through the runtime like the PMO scores
+    assert sum(real_oracle_calls.values()) == s["oracle_calls"] + s["eval_oracle_calls"]
+    assert real_oracle_calls["qed"] > 0 and real_oracle_calls["sa_score"] > 0
     rows = list(csv.DictReader((tmp_path / "call_history.csv").open()))
     rewards = [float(r["reward"]) for r in rows if r["reward"]]
     assert s["budget_counting"] == "unique_valid" and s["budget_spent"] == len(rewards) <= 60

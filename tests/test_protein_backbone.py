@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vardbio import registry
+from vardbio.model.evaluation import score_in_process
 from vardbio.testing import assert_equivariant
 from vardbio.value import with_value_input
 from vardbio_models import protein_backbone as pb
@@ -95,7 +96,7 @@ def test_pdb_files_parse_back_to_the_same_backbone(tmp_path):
     frags = list(pb.read_fragments()[:2])
     written = pb.plugin.write_designs(frags, np.array([0.5, np.nan]), tmp_path / "designs_final")
     table, pdbs = written[0], written[1:]
-    assert len(pdbs) == 2 and table.read_text().splitlines()[0].startswith("file,length,helix_fraction")
+    assert len(pdbs) == 2 and table.read_text().splitlines()[0] == "file,length,bond_deviation,angle_deviation,ca_ca_mean,ca_ca_std,reward"
     parsed = backbone_from_pdb(pdbs[0])
     assert parsed.shape == frags[0].shape and np.abs(parsed - frags[0]).max() <= 5e-4
     text = pdbs[0].read_text()
@@ -103,20 +104,21 @@ def test_pdb_files_parse_back_to_the_same_backbone(tmp_path):
 
 
 def test_geometry_of_real_fragments_is_ideal():
-    report = pb.geometry_report(list(pb.read_fragments()[::50]))
+    report = pb.geometry_report(list(pb.read_fragments()[::50]), score_in_process)
     assert report["chain_breaks"] == 0 and report["ca_clashes"] == 0
     assert abs(report["ca_ca_mean"] - 3.80) < 0.03 and report["bond_deviation"] < 0.03
     assert report["angle_deviation"] < 3.0
     assert 0 < report["helix_fraction"] < 1 and math.isfinite(report["diversity"])
 
 
-def test_sheet_campaign_smoke_run_writes_pdb_files_and_geometry(tmp_path):
+def test_sheet_campaign_smoke_run_writes_pdb_files_and_geometry(tmp_path, real_oracle_calls):
     from vardbio.cli import main
 
     ckpt = tmp_path / "tiny.pt"
     assert main(["pretrain", "model=protein_backbone", f"out={ckpt}", "model.options.steps=2",
                  "+model.options.eval_samples=2", "model.options.hidden=16", "model.options.layers=1",
                  "model.options.sampling_steps=4"]) == 0
+    real_oracle_calls.clear()  # the pretraining metrics score outside any campaign
     out = tmp_path / "run"
     assert main(["run", "campaign=protein_sheet", f"out_dir={out}", "progress=false", "report=false",
                  f"campaign.model.checkpoint={ckpt}", "campaign.iterations=2", "campaign.eval_samples=4",
@@ -129,6 +131,10 @@ def test_sheet_campaign_smoke_run_writes_pdb_files_and_geometry(tmp_path):
                 "bond_deviation", "angle_deviation", "ca_ca_mean", "diversity"):
         assert math.isfinite(summary[key]), key
     assert summary["oracle_calls"] <= 24
+    # the summary's DSSP, clash and break figures were paid through the runtime
+    assert sum(real_oracle_calls.values()) == summary["oracle_calls"] + summary["eval_oracle_calls"]
+    assert summary["domain_metrics"]["diversity"] == {"label": "diversity (mean pairwise CA RMSD)", "units": "Å",
+                                                      "higher_is_better": True}
     assert len(list((out / "designs_final_pdb").glob("design_*.pdb"))) == 4
 
 

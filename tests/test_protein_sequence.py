@@ -12,6 +12,7 @@ from Bio import SeqIO
 from vardbio import registry
 from vardbio.cli import main
 from vardbio.model.checkpoint import read_checkpoint
+from vardbio.model.evaluation import score_in_process
 from vardbio_models import protein_sequence as ps
 
 TINY = ps.plugin.test_options[0]
@@ -107,13 +108,12 @@ def test_write_designs_fasta_and_scores(tmp_path):
     records = list(SeqIO.parse(files[0], "fasta"))
     assert [str(r.seq) for r in records] == designs and records[0].id == "design_0"
     rows = files[1].read_text().splitlines()
-    assert rows[0] == "id,sequence,length,instability_index,reward"
-    assert rows[2].endswith(",nan") and rows[1].split(",")[2] == "70"
-    assert math.isfinite(float(rows[1].split(",")[3]))
+    assert rows[0] == "id,sequence,length,reward"
+    assert rows[2].endswith(",nan") and rows[1].split(",")[2] == "70" and rows[1].endswith(",0.8")
 
 
 def test_sequence_statistics_on_known_sets():
-    stats = ps.sequence_statistics(["AAAA", "AAAA", "CCCC"], natural=["AAAA", "CCCC"])
+    stats = ps.sequence_statistics(["AAAA", "AAAA", "CCCC"], score_in_process, natural=["AAAA", "CCCC"])
     assert stats["uniqueness"] == pytest.approx(2 / 3)
     assert stats["diversity"] == pytest.approx(2 / 3)  # pairs: (A,A)=0, (A,C)=1, (A,C)=1
     assert stats["composition_tv_distance"] == pytest.approx(1 / 6)
@@ -145,7 +145,7 @@ def test_pretrain_command_writes_a_loadable_checkpoint(tmp_path, capsys):
     assert model.denoiser.embed.out_features == 32
 
 
-def test_campaign_smoke_run_writes_fasta_and_summary(tmp_path):
+def test_campaign_smoke_run_writes_fasta_and_summary(tmp_path, real_oracle_calls):
     out = tmp_path / "run"
     assert main(["run", "campaign=protein_stability", f"out_dir={out}", "progress=false", "report=false",
                  "campaign.iterations=2", "campaign.eval_samples=8", "campaign.oracle_budget=16",
@@ -156,5 +156,9 @@ def test_campaign_smoke_run_writes_fasta_and_summary(tmp_path):
                 "naturalness_heldout_natural", "diversity", "diversity_initial", "uniqueness"):
         assert math.isfinite(summary[key]), key
     assert summary["oracle_calls"] <= 16
+    # the summary's instability index was paid through the runtime like every other score
+    assert sum(real_oracle_calls.values()) == summary["oracle_calls"] + summary["eval_oracle_calls"]
+    assert real_oracle_calls["instability_index"] > 0
+    assert summary["domain_metrics"]["diversity"]["label"] == "diversity (mean pairwise 1 − sequence identity)"
     records = list(SeqIO.parse(out / "designs_final.fasta", "fasta"))
     assert len(records) == 8 and all(len(r.seq) == 16 for r in records)

@@ -1,5 +1,6 @@
 """Run reports: rendered at the end of a campaign and on demand, plots that show metrics.csv."""
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -118,8 +119,10 @@ def test_molecule_gallery_from_an_sdf(vard_run, tmp_path):
     out, _ = vard_run
     run = tmp_path / "mol_run"
     run.mkdir()
-    for name in ("summary.json", "metrics.csv"):
-        (run / name).write_text((out / name).read_text())
+    (run / "metrics.csv").write_text((out / "metrics.csv").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    summary["design_files"] = [{"file": "designs_final.sdf", "kind": "molecules", "when": "final"}]
+    (run / "summary.json").write_text(json.dumps(summary))
     smiles = ["CCO", "c1ccccc1O", "CC(=O)Nc1ccc(O)cc1"]
     mols = []
     for i, smi in enumerate(smiles):
@@ -139,19 +142,57 @@ def test_missing_run_is_a_clear_error(tmp_path, capsys):
     assert "has no summary.json" in capsys.readouterr().err
 
 
-def test_quality_plot_pairs_initial_and_final_entries():
-    """Molecule-style (<name>_initial beside <name>) and image-style (<name>_final) entries."""
+def test_domain_metrics_plot_says_what_each_measures_in_its_units():
+    """One panel per described metric with a value before and after: its label and
+    direction as the title, its units on the y axis; undescribed entries are not guessed at."""
     from vardbio.campaign.report import quality_figure
 
-    summary = {"valid_fraction_initial": 0.5, "valid_fraction": 0.75, "diversity_initial": 0.9,
-               "diversity": 0.8, "pixel_diversity_initial": 0.3, "pixel_diversity_final": 0.2,
-               "uniqueness_initial": 1.0}
+    summary = {"valid_fraction_initial": 0.5, "valid_fraction": 0.75, "diversity_initial": 9.0,
+               "diversity": 8.0, "ca_clashes_initial": 2.0, "ca_clashes": 1.0, "novelty_initial": 0.3,
+               "novelty": 0.4, "domain_metrics": {
+                   "diversity": {"label": "diversity (mean pairwise CA RMSD)", "units": "Å", "higher_is_better": True},
+                   "ca_clashes": {"label": "CA clashes", "units": "count", "higher_is_better": False},
+                   "valid_fraction": {"label": "valid", "units": "fraction", "higher_is_better": None}}}
     fig = quality_figure(summary)
-    names = [t.get_text() for t in fig.axes[0].get_xticklabels()]
-    assert names == ["diversity", "pixel_diversity", "valid_fraction"]
-    bars = {gid: [p.get_height() for p in fig.axes[0].patches if p.get_gid() == gid]
-            for gid in ("quality_initial", "quality_final")}
-    assert bars == {"quality_initial": [0.9, 0.3, 0.5], "quality_final": [0.8, 0.2, 0.75]}
+    panels = [ax for ax in fig.axes if ax.patches]
+    assert [ax.get_title() for ax in panels] == ["diversity (mean pairwise CA RMSD) ↑", "CA clashes ↓", "valid"]
+    assert [ax.get_ylabel() for ax in panels] == ["Å", "count", "fraction"]
+    bars = [[p.get_height() for p in ax.patches] for ax in panels]
+    assert bars == [[9.0, 8.0], [2.0, 1.0], [0.5, 0.75]]
+    assert quality_figure({"diversity_initial": 1.0, "diversity": 2.0}) is None
+
+
+def test_report_tables_reward_terms_with_units_and_directions(vard_run, tmp_path):
+    """The reward terms' oracle units and preferred directions come from the oracles, the
+    way the reward pushes each from its weight and transform."""
+    import warnings
+
+    from vardbio.reward import Linear, Reward, RewardTerm
+    from vardbio_oracles.chem import QEDOracle, SAScore
+
+    out, _ = vard_run
+    text = (out / "report.md").read_text()
+    assert "| toy_linear (toy_linear) | – | ↑ | up |" in text
+    with pytest.warns(UserWarning, match="rewards higher sa_score scores \\(SA score \\(1-10\\)\\), but for that "
+                                         "oracle lower is better"):
+        Reward([RewardTerm(SAScore())])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reward = Reward([RewardTerm(SAScore(), -1.0), RewardTerm(SAScore(), transform=Linear(6.0, 1.0), name="sa01"),
+                         RewardTerm(QEDOracle())])
+    assert [t.direction for t in reward.terms] == [-1, -1, 1]
+
+
+def test_a_summary_that_does_not_describe_its_files_gets_no_gallery(vard_run, tmp_path):
+    out, _ = vard_run
+    run = tmp_path / "old_run"
+    run.mkdir()
+    summary = json.loads((out / "summary.json").read_text())
+    del summary["design_files"]
+    (run / "summary.json").write_text(json.dumps(summary))
+    (run / "designs_final.csv").write_text((out / "designs_final.csv").read_text())
+    text = write_report(run).read_text()
+    assert "does not describe the design files" in text and "report/designs.png" not in text
 
 
 def test_report_of_a_molecule_campaign(tmp_path):

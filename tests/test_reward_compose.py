@@ -35,6 +35,26 @@ def test_transforms():
     th = build_transform({"type": "threshold", "threshold": 0.5, "above": False})
     np.testing.assert_array_equal(th(np.array([0.2, 0.5, 0.9])), [1.0, 1.0, 0.0])
     assert build_transform(None)(np.array([3.0]))[0] == 3.0
+    # direction: does y follow x up (1), down (-1) or neither (0)? checked on a grid
+    grid = np.linspace(-20.0, 800.0, 2001)
+    for transform in (lin, unclipped, sig, ds, clip, th, build_transform(None),
+                      build_transform({"type": "sigmoid", "center": 1.0, "scale": 2.0})):
+        steps = np.diff(transform(grid))
+        found = 1 if (steps >= 0).all() else -1 if (steps <= 0).all() else 0
+        assert transform.direction == found, transform
+
+
+def test_a_term_pushing_an_oracle_against_its_direction_is_warned_about():
+    import warnings
+
+    lower = FunctionOracle(lambda x: float(x), name="energy", higher_is_better=False, units="kcal/mol")
+    with pytest.warns(UserWarning, match=r"'energy' rewards higher energy scores \(kcal/mol\)"):
+        Reward([RewardTerm(lower)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Reward([RewardTerm(lower, -1.0)])
+        Reward([RewardTerm(lower, 2.0, build_transform({"type": "linear", "low": -4.0, "high": -12.0}))])
+        Reward([RewardTerm(FunctionOracle(lambda x: float(x), name="logp_like", higher_is_better=None))])
 
 
 @pytest.mark.parametrize("cfg,match", [

@@ -27,6 +27,7 @@ SUMMARY_KEYS = {
     "budget_counting", "budget_spent", "unique_valid_designs", "auc_top1", "auc_top10", "auc_top100",
     "top10_curve", "valid_fraction_initial", "valid_fraction",
     "optimum", "objective_j", "objective_kl_note", "achievable_gain_fraction", "achievable_gain_note",
+    "reward_terms", "design_files",
 }
 RUN_FILES = {"config.yaml", "metrics.csv", "summary.json", "report.md", "designs_initial.csv",
              "designs_final.csv", "reward_terms_initial.csv", "reward_terms_final.csv", "model_final.pt",
@@ -257,3 +258,36 @@ def test_summary_reports_pmo_auc_valid_fractions_and_the_call_history(tmp_path):
     assert s["auc_top10"] == pytest.approx(top_k_auc(rewards, 10, 300))
     assert 0 < s["valid_fraction_initial"] < 1 and s["valid_fraction"] == 1.0  # best-of-N keeps valid ones
     assert s["top10_curve"][-1][0] == len(rewards)
+
+
+class SpreadPlugin(type(plugin)):
+    """The toy plugin, summarising its designs with a further oracle (toy_quadratic: the
+    squared distance from the origin) that it asks the campaign's runtime for."""
+
+    def summarize(self, evaluation):
+        from vardbio.model.evaluation import DomainSummary, Metric
+
+        spread = [-float(evaluation.oracles.values("toy_quadratic", d.designs, {"dim": 2}).mean())
+                  for d in (evaluation.final, evaluation.reference)]
+        return DomainSummary([Metric("spread", *spread, label="mean squared distance from the origin",
+                                     units="squared units of x", higher_is_better=None)])
+
+
+def test_oracle_calls_of_a_plugin_summary_are_paid_through_the_runtime(tmp_path, real_oracle_calls):
+    """Every real oracle call, the plugin's further oracle included, is what summary.json
+    says was spent: oracle_calls + eval_oracle_calls; rerunning the finished run calls none."""
+    calls = real_oracle_calls
+
+    def train(out_dir):
+        return Trainer(plugin.load({"dataset": "gaussian2"}), LinearReward(dim=2),
+                       vardbio.VARDConfig(beta=0.5, value_samples=32, batch_size=8), plugin=SpreadPlugin(),
+                       iterations=2, eval_samples=16, out_dir=out_dir, progress=False, report=False,
+                       oracle_runtime={"executor": "inprocess"}).train()
+
+    summary = train(tmp_path / "run")
+    assert sum(calls.values()) == summary["oracle_calls"] + summary["eval_oracle_calls"]
+    assert calls["toy_quadratic"] == 32 and summary["eval_oracle_calls"] == 2 * 16 + 32
+    assert summary["spread"] > 0 and summary["spread_initial"] > 0
+    assert summary["domain_metrics"]["spread"]["label"] == "mean squared distance from the origin"
+    calls.clear()
+    assert train(tmp_path / "run") == summary and not calls

@@ -14,6 +14,7 @@ from rdkit import Chem
 from vardbio.geometry import random_rotations
 from vardbio.model.checkpoint import read_checkpoint, save_model
 from vardbio.model.diffusion import DiffusionModel
+from vardbio.model.evaluation import DomainSummary, Evaluation, Metric
 from vardbio.model.plugin import ModelPlugin
 from vardbio.model.training import pretrain_loop
 from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
@@ -36,10 +37,27 @@ TRAINING = {"steps": 1_000_000, "minutes": 55.0, "batch_size": 64, "lr": 7e-4, "
             "ema": 0.999, "checkpoint_minutes": 5.0, "log_every": 200}
 
 
+QUALITY_METRICS = {
+    "valid_fraction": {"label": "valid fraction (sanitised, one fragment, stable)", "units": "fraction of designs",
+                       "higher_is_better": True},
+    "diversity": {"label": "diversity (mean pairwise Tanimoto distance, Morgan radius 2)",
+                  "units": "Tanimoto distance (0-1)", "higher_is_better": True},
+    "uniqueness": {"label": "uniqueness (distinct SMILES among the valid)", "units": "fraction of valid designs",
+                   "higher_is_better": True},
+    "atom_stability": {"label": "stable heavy atoms", "units": "fraction of atoms", "higher_is_better": True},
+    "molecule_stability": {"label": "molecules with every atom stable", "units": "fraction of designs",
+                           "higher_is_better": True},
+    "repaired": {"label": "designs valid only after hydrogen repair", "units": "fraction of designs",
+                 "higher_is_better": False},
+}
+"""How the summary describes the sample_quality figures (Metric's label, units, direction)."""
+
+
 class MoleculePlugin(ModelPlugin):
     """3D small molecules (≤ 20 heavy atoms, C N O F S Cl, hydrogens implicit in the state)."""
 
     name = "molecule"
+    gallery = {".sdf": "molecules"}
     defaults, data_defaults, training_defaults = DEFAULTS, DATA, TRAINING
     test_options = ({"hidden": 16, "layers": 2, "sampling_steps": 6},)
 
@@ -148,16 +166,13 @@ class MoleculePlugin(ModelPlugin):
             return [table]
         return [sdf, table]
 
-    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
-        """valid_fraction, diversity and uniqueness of the final designs (and `_initial` of the
-        reference model's), as defined in sample_quality."""
-        extras: dict[str, Any] = {}
-        for suffix, states in (("", final_samples), ("_initial", reference_samples)):
-            q = sample_quality(states, None, repair=model.decoder.repair)
-            for key in ("valid_fraction", "diversity", "uniqueness", "atom_stability", "molecule_stability",
-                        "repaired"):
-                extras[key + suffix] = q[key]
-        return extras
+    def summarize(self, evaluation: Evaluation) -> DomainSummary:
+        """valid_fraction, diversity, uniqueness, atom and molecule stability and the repaired
+        fraction of the final designs, with the reference's as initial values, as defined in
+        sample_quality (its valid_fraction, chemical validity, stands in for the core's)."""
+        repair = evaluation.model.decoder.repair
+        after, before = (sample_quality(d.states, d.mask, repair=repair) for d in (evaluation.final, evaluation.reference))
+        return DomainSummary([Metric(key, after[key], before[key], **QUALITY_METRICS[key]) for key in QUALITY_METRICS])
 
     def sample_metrics(self, model: DiffusionModel, final_states: torch.Tensor, mask: torch.Tensor | None,
                        checkpoint: Path) -> dict[str, Any]:

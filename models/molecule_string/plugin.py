@@ -20,6 +20,7 @@ from rdkit.Chem import AllChem
 
 from vardbio.model.checkpoint import save_model
 from vardbio.model.diffusion import DiffusionModel, Layout
+from vardbio.model.evaluation import DomainSummary, Evaluation, Metric, score_in_process
 from vardbio.model.plugin import ModelPlugin, split_options
 from vardbio.model.training import PretrainConfig, pretrain_loop
 from vardbio.nn import TokenConvValueNet, TokenTransformer, TokenTransformerValueNet
@@ -57,10 +58,25 @@ class StringDecoder:
         return [selfies_to_mol(s) for s in self.vocab.selfies(x0)]
 
 
+STRING_METRICS = {
+    "validity": {"label": "validity (decoded to a non-empty molecule)", "units": "fraction of designs",
+                 "higher_is_better": True},
+    "uniqueness": {"label": "uniqueness (distinct SMILES among the valid)", "units": "fraction of valid designs",
+                   "higher_is_better": True},
+    "qed_mean": {"label": "mean QED of the valid", "units": "QED (0-1)", "higher_is_better": True},
+    "sa_mean": {"label": "mean SA score of the valid", "units": "SA score (1-10)", "higher_is_better": False},
+    "heavy_atoms_mean": {"label": "mean heavy atoms of the valid", "units": "atoms", "higher_is_better": None},
+    "pad_inside_fraction": {"label": "samples with PAD before a real token", "units": "fraction of designs",
+                            "higher_is_better": False},
+}
+"""How the summary describes the quick_statistics figures (Metric's label, units, direction)."""
+
+
 class MoleculeStringPlugin(ModelPlugin):
     """Molecules as SELFIES strings of up to max_length tokens."""
 
     name = "molecule_string"
+    gallery = {".sdf": "molecules"}
     test_options = ({"max_length": 32, "width": 16, "layers": 1, "heads": 2, "ff": 32, "sampling_steps": 6},)
 
     def split(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -117,7 +133,8 @@ class MoleculeStringPlugin(ModelPlugin):
         trained, metrics = pretrain_loop(model, batch, config, out_path, g)
         samples = sample_states(trained, int(rest["eval_samples"]), g)
         mols = trained.decode(samples)
-        metrics.update({"samples": quick_statistics(mols, set(dataset.smiles), pad_inside_fraction(samples)),
+        metrics.update({"samples": quick_statistics(mols, score_in_process, set(dataset.smiles),
+                                                    pad_inside_fraction(samples)),
                         "dataset": dataset.stats, "options": opts, "data": {k: rest[k] for k in DATA},
                         "seed": seed})
         save_model(trained, out_path, pretrain_metrics=metrics)
@@ -147,15 +164,13 @@ class MoleculeStringPlugin(ModelPlugin):
         writer.close()
         return [sdf, table]
 
-    def summary_extras(self, model, reference_samples, final_samples, reward_terms, beta):
-        """validity, uniqueness, mean QED, SA and heavy atoms of the final designs, with
-        `_initial` for the reference model's."""
-        extras: dict[str, Any] = {}
-        for suffix, states in (("", final_samples), ("_initial", reference_samples)):
-            for key, value in quick_statistics(model.decode(states), None, pad_inside_fraction(states)).items():
-                if key != "n":
-                    extras[key + suffix] = value
-        return extras
+    def summarize(self, evaluation: Evaluation) -> DomainSummary:
+        """validity, uniqueness, mean QED, SA and heavy atoms (quick_statistics: QED and SA
+        scored through the campaign's evaluation runtime) and pad_inside_fraction of the
+        final designs, with the reference's as initial values."""
+        after, before = (quick_statistics(d.designs, evaluation.oracles.values, None, pad_inside_fraction(d.states))
+                         for d in (evaluation.final, evaluation.reference))
+        return DomainSummary([Metric(key, after[key], before[key], **STRING_METRICS[key]) for key in STRING_METRICS])
 
 
 @torch.no_grad()

@@ -17,8 +17,11 @@ a report can be rebuilt at any time. Plots only show recorded numbers:
 - value R² per noise-level bucket (held-out chains of the value fit);
 - reward against KL: the final designs against the optimum frontier estimated from the
   reference's evaluation designs (summary `optimum`, vardbio.optimum), trusted points only;
-- validity / diversity / uniqueness / novelty / stability where the summary has
-  <name>_initial with <name>_final (or <name>) entries.
+- the model plugin's domain metrics before and after (summary `domain_metrics`: each
+  labelled with what it measures, its units and ↑/↓ for the preferred direction);
+- the reward terms' oracle means before and after, with units and directions, in a table;
+- a gallery of the design files as the plugin described them (summary `design_files`:
+  images, molecules, vectors or sequences).
 """
 from __future__ import annotations
 
@@ -40,7 +43,6 @@ from vardbio.campaign.outputs import read_metrics_csv  # noqa: E402
 
 REPORT = "report.md"
 FIGURES = "report"
-QUALITY = re.compile(r"^(?P<name>\w*(valid|diversity|uniqueness|novelty|stability)\w*)_initial$")
 MAX_MOLECULES = 12
 
 
@@ -199,35 +201,40 @@ def value_figure(summary: dict[str, Any], rows: list[dict[str, float]]) -> plt.F
     return fig
 
 
-def quality_pairs(summary: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """{name: {"initial", "final"}} for validity/diversity-like summary entries: <name>_initial
-    with <name>_final, or with <name> itself as the final value."""
-    pairs: dict[str, dict[str, float]] = {}
-    for key, value in summary.items():
-        match = QUALITY.match(key)
-        if not match or not isinstance(value, (int, float)):
-            continue
-        name = match["name"]
-        final = summary.get(f"{name}_final", summary.get(name))
-        if isinstance(final, (int, float)):
-            pairs[name] = {"initial": float(value), "final": float(final)}
+def arrow(higher_is_better: bool | None) -> str:
+    """↑ where higher is better, ↓ where lower is, nothing where neither."""
+    return {True: " ↑", False: " ↓"}.get(higher_is_better, "")
+
+
+def domain_pairs(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{name: {"initial", "final", "label", "units", "higher_is_better"}} of the summary's
+    domain metrics (domain_metrics) that have a number before and after."""
+    pairs: dict[str, dict[str, Any]] = {}
+    for name, described in (summary.get("domain_metrics") or {}).items():
+        initial, final = summary.get(f"{name}_initial"), summary.get(name)
+        if isinstance(initial, (int, float)) and isinstance(final, (int, float)):
+            pairs[name] = {"initial": float(initial), "final": float(final), **described}
     return pairs
 
 
 def quality_figure(summary: dict[str, Any]) -> plt.Figure | None:
-    """Bars before and after for validity/diversity-like summary entries (quality_pairs)."""
-    pairs = quality_pairs(summary)
+    """One panel per domain metric (domain_pairs): bars before and after, titled with what
+    it measures and ↑/↓, the units on the y axis."""
+    pairs = domain_pairs(summary)
     if not pairs:
         return None
-    names = sorted(pairs)
-    fig, ax = plt.subplots(figsize=(max(4, 2 * len(names)), 4))
-    x = np.arange(len(names))
-    ax.bar(x - 0.2, [pairs[n]["initial"] for n in names], 0.4, label="initial", gid="quality_initial")
-    ax.bar(x + 0.2, [pairs[n]["final"] for n in names], 0.4, label="final", gid="quality_final")
-    ax.set_xticks(x, names)
-    ax.set_title("validity and diversity")
-    ax.legend()
-    ax.grid(alpha=0.3, axis="y")
+    cols = min(4, len(pairs))
+    rows = math.ceil(len(pairs) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
+    for ax, (name, pair) in zip(axes.flat, pairs.items()):
+        ax.bar([0], [pair["initial"]], color="tab:grey", label="before", gid="quality_initial")
+        ax.bar([1], [pair["final"]], color="tab:red", label="after", gid="quality_final")
+        ax.set_xticks([0, 1], ["before", "after"])
+        ax.set_title(pair["label"] + arrow(pair["higher_is_better"]), fontsize=8, wrap=True)
+        ax.set_ylabel(pair["units"], fontsize=8)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.axis("off")
     fig.tight_layout()
     return fig
 
@@ -250,14 +257,15 @@ def write_report(run_dir: str | Path) -> Path:
     fig_dir = run_dir / FIGURES
     fig_dir.mkdir(exist_ok=True)
     lines = [f"# {summary['campaign']} / {summary['algorithm']} (seed {summary['seed']})", ""]
-    lines += _summary_table(summary, rows)
+    lines += _summary_table(summary, rows) + _terms_table(summary)
     captions = {"reward": "Reward", "kl": "KL to the reference", "value_r2": "Value head",
-                "quality": "Validity and diversity", "optimum": "Against the estimated optimum"}
+                "quality": "Domain metrics (↑ higher is better, ↓ lower is better)",
+                "optimum": "Against the estimated optimum"}
     for name, fig in figures(run_dir).items():
         fig.savefig(fig_dir / f"{name}.png", dpi=110)
         plt.close(fig)
         lines += [f"## {captions[name]}", "", f"![{name}]({FIGURES}/{name}.png)", ""]
-    lines += ["## Designs", ""] + _gallery(run_dir, fig_dir)
+    lines += ["## Designs", ""] + _gallery(run_dir, summary.get("design_files"), fig_dir)
     path = run_dir / REPORT
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -301,33 +309,71 @@ def _summary_table(s: dict[str, Any], rows: list[dict[str, float]]) -> list[str]
     return out + [""]
 
 
-def _gallery(run_dir: Path, fig_dir: Path) -> list[str]:
-    """Final designs as the domain wrote them: images, molecules, vectors or sequences."""
-    lines: list[str] = []
-    images = [p for p in (run_dir / "designs_initial.png", run_dir / "designs_final.png") if p.is_file()]
-    for p in images:
-        lines += [f"{p.stem.split('_')[1]}:", "", f"![{p.stem}]({p.name})", ""]
-    sdf = run_dir / "designs_final.sdf"
-    if sdf.is_file():
-        lines += _molecule_gallery(sdf, fig_dir, run_dir)
-    vectors = [run_dir / "designs_initial.csv", run_dir / "designs_final.csv"]
-    if all(p.is_file() for p in vectors) and _csv_has(vectors[1], ("x0", "x1")):
-        _vector_scatter(vectors, fig_dir / "designs.png")
-        lines += [f"![designs]({FIGURES}/designs.png)", ""]
-    fasta = sorted(run_dir.glob("designs_final*.fasta")) + sorted(run_dir.glob("designs_final*.fa"))
-    if fasta:
-        lines += _sequence_table(fasta[0], run_dir)
-    if not lines:
-        lines = ["No gallery for this domain's files."]
+def _terms_table(s: dict[str, Any]) -> list[str]:
+    """The reward terms' mean raw oracle scores before and after, with units, the oracle's
+    preferred direction (↑/↓) and the way the reward pushes it."""
+    terms = s.get("reward_terms")
+    if not terms:
+        return []
+    pushes = {1: "up", -1: "down", 0: "neither way"}
+    out = ["| reward term (oracle) | units | better | reward pushes it | mean before | mean after |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    before, after = s.get("components_initial") or {}, s.get("components_final") or {}
+    for t in terms:
+        better = arrow(t["higher_is_better"]).strip() or "–"
+        out.append(f"| {t['name']} ({t['oracle']}) | {t['units'] or '–'} | {better} | {pushes[t['direction']]} | "
+                   f"{_fmt(before.get(t['name']))} | {_fmt(after.get(t['name']))} |")
+    return out + [""]
+
+
+def _gallery(run_dir: Path, files: list[dict[str, str]] | None, fig_dir: Path) -> list[str]:
+    """The design files as the model plugin described them (summary `design_files`):
+    images, molecules (the final ones), a scatter of vectors, or a table of sequences."""
+    if files is None:
+        lines = ["summary.json does not describe the design files (a run made before it did), so there is "
+                 "no gallery."]
+    else:
+        lines = []
+        for kind, show in GALLERIES.items():
+            described = [f for f in files if f["kind"] == kind]
+            lines += show(run_dir, described, fig_dir) if described else []
+        if not lines:
+            lines = ["The model plugin describes no design file for a gallery."]
     written = sorted(p for p in run_dir.glob("designs_*") if p.is_file() or p.is_dir())
     lines += ["", "Files: " + ", ".join(f"[{p.name}]({p.name})" for p in written)]
     return lines
 
 
-def _csv_has(path: Path, columns: tuple[str, ...]) -> bool:
-    with path.open() as fh:
+def _final(files: list[dict[str, str]]) -> list[dict[str, str]]:
+    return [f for f in files if f["when"] == "final"]
+
+
+def _image_gallery(run_dir: Path, files: list[dict[str, str]], fig_dir: Path) -> list[str]:
+    lines: list[str] = []
+    for f in files:
+        lines += [f"{f['when']}:", "", f"![{Path(f['file']).stem}]({f['file']})", ""]
+    return lines
+
+
+def _molecules(run_dir: Path, files: list[dict[str, str]], fig_dir: Path) -> list[str]:
+    return [line for f in _final(files) for line in _molecule_gallery(run_dir / f["file"], fig_dir, run_dir)]
+
+
+def _vectors(run_dir: Path, files: list[dict[str, str]], fig_dir: Path) -> list[str]:
+    with (run_dir / files[-1]["file"]).open() as fh:
         header = next(csv.reader(fh), [])
-    return all(c in header for c in columns)
+    if not {"x0", "x1"} <= set(header):
+        return ["The design vectors have fewer than two coordinates (x0, x1): no scatter.", ""]
+    _vector_scatter([run_dir / f["file"] for f in files], fig_dir / "designs.png")
+    return [f"![designs]({FIGURES}/designs.png)", ""]
+
+
+def _sequences(run_dir: Path, files: list[dict[str, str]], fig_dir: Path) -> list[str]:
+    return [line for f in _final(files)[:1] for line in _sequence_table(run_dir / f["file"], run_dir)]
+
+
+GALLERIES = {"images": _image_gallery, "molecules": _molecules, "vectors": _vectors, "sequences": _sequences}
+"""How the report shows each kind of design file (vardbio.model.evaluation.GALLERY_KINDS)."""
 
 
 def read_vectors(path: Path) -> tuple[np.ndarray, np.ndarray | None]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import os
 import tempfile
 import time
 from collections import Counter
@@ -42,6 +43,7 @@ from vardbio.campaign.resume import (
 )
 from vardbio.model.checkpoint import save_model, save_verified
 from vardbio.model.diffusion import DiffusionModel, Trajectory
+from vardbio.model.evaluation import GALLERY_KINDS, EvaluatedDesigns, Evaluation, EvaluationOracles
 from vardbio.model.plugin import ModelPlugin
 from vardbio.optimum import campaign_optimum
 from vardbio.reward.compose import RuntimeConfig, build_runtime, build_term
@@ -168,6 +170,7 @@ class Trainer:
         with self._fresh_rng():
             torch.manual_seed(self.seed)
             self.plugin, self.model, model_record = _model(model, model_options, checkpoint, plugin)
+            _check_gallery(self.plugin)
             self.model.to(self.dist.device)
             self.reference = self.model.frozen_copy()
             self.model.train()
@@ -362,10 +365,14 @@ class Trainer:
             traj = self.reference.rollout(self.eval_samples, eval_gen)
             designs = self.reference.decode(traj.final, traj.mask)
             scored = self._score_first_chunk_then_rest(designs)
-            self.plugin.write_designs(designs, scored.values, self.out_dir / "designs_initial")
+            files = self.plugin.write_designs(designs, scored.values, self.out_dir / "designs_initial")
             write_reward_terms_csv(scored.components, scored.values, scored.reasons,
                                    self.out_dir / "reward_terms_initial.csv")
             state.update({"reference_final": traj.final.cpu(), "reward_initial": reward_stats(scored.values),
+                          "reference_mask": None if traj.mask is None else traj.mask.cpu(),
+                          "reference_scores": {k: v.tolist() for k, v in scored.components.items()},
+                          "reference_valid": (~scored.failed).tolist(),
+                          "gallery_initial": self._gallery_files(files, "initial"),
                           "valid_fraction_initial": float(scored.valid.mean()),
                           "components_initial": _component_means(scored.components),
                           "initial_failures": _failure_reasons(scored.reasons),
@@ -391,12 +398,16 @@ class Trainer:
         out = self.out_dir
         designs = self.model.decode(final.states, final.mask)
         scored = self.eval_reward(designs)
-        self.plugin.write_designs(designs, scored.values, out / "designs_final")
+        files = self.plugin.write_designs(designs, scored.values, out / "designs_final")
         write_reward_terms_csv(scored.components, scored.values, scored.reasons, out / "reward_terms_final.csv")
         save_model(self.model, out / "model_final.pt", campaign=self.name)
         ledger = self.reward.ledger
         write_call_history(ledger, out / "call_history.csv")
         value_fit = state["setup"].get("value_fit", {})
+        domain = self.plugin.summarize(Evaluation(
+            self.reference, self._reference_designs(state),
+            EvaluatedDesigns.from_batch(final.states, final.mask, designs, scored), self.reward.terms,
+            self.algorithm.kl_weight, EvaluationOracles(self.eval_reward.evaluator)))
         summary: dict[str, Any] = {
             "campaign": self.name,
             "algorithm": self.algorithm.name,
@@ -426,10 +437,11 @@ class Trainer:
             "iterations": state["next_iteration"],
             "wall_seconds": round(wall, 2),
             "final_failures": _failure_reasons(scored.reasons),
+            "reward_terms": [_term_description(t) for t in self.eval_reward.terms],
+            # gallery_initial: absent from runs checkpointed before it was kept
+            "design_files": state.get("gallery_initial", []) + self._gallery_files(files, "final"),
+            **domain.summary_entries(),
         }
-        summary.update(self.plugin.summary_extras(self.reference, state["reference_final"],
-                                                  final.states.cpu(), self.reward.terms,
-                                                  self.algorithm.kl_weight))
         if final.inference:  # methods that change no weights: what one design cost to sample
             summary["inference"] = final.inference
         if "reference_rewards" in state:  # absent from runs checkpointed before it was kept
@@ -437,6 +449,24 @@ class Trainer:
                                             summary["reward_final"]["mean"], summary["kl_to_reference"],
                                             final.kl_note))
         return summary
+
+    def _reference_designs(self, state: dict[str, Any]) -> EvaluatedDesigns:
+        """The reference model's evaluation designs with the scores kept at the start (a run
+        checkpointed before they were kept scores them again through the evaluation
+        runtime: cached, and counted in eval_oracle_calls)."""
+        states, mask = state["reference_final"], state.get("reference_mask")
+        if "reference_scores" not in state:
+            return EvaluatedDesigns.score(self.reference, states, mask, self.eval_reward)
+        designs = self.reference.decode(states, mask)
+        return EvaluatedDesigns(states, mask, designs, np.asarray(state["reference_rewards"], dtype=np.float64),
+                                {k: np.asarray(v, dtype=np.float64) for k, v in state["reference_scores"].items()},
+                                np.asarray(state["reference_valid"], dtype=bool))
+
+    def _gallery_files(self, files: Sequence[Path], when: str) -> list[dict[str, str]]:
+        """[{"file", "kind", "when"}] of the design files the plugin's gallery describes
+        (paths relative to out_dir)."""
+        return [{"file": os.path.relpath(path, self.out_dir), "kind": self.plugin.gallery[Path(path).suffix],
+                 "when": when} for path in files if Path(path).suffix in self.plugin.gallery]
 
     # -- configuration record, checkpoints and resume ---------------------------------------
 
@@ -572,6 +602,14 @@ def _check_budget(budget: int | None, counting: str, n_terms: int, algorithm: Al
         unit = "oracle calls" if counting == "calls" else "unique valid designs"
         raise ValueError(f"oracle_budget (campaign.oracle_budget) {budget} is too small for {algorithm.name}: "
                          f"it needs at least {needed} {unit} ({designs} scored designs)")
+
+
+def _check_gallery(plugin: ModelPlugin) -> None:
+    """A ValueError naming a gallery kind of the plugin's that the report does not know."""
+    unknown = {suffix: kind for suffix, kind in plugin.gallery.items() if kind not in GALLERY_KINDS}
+    if unknown:
+        raise ValueError(f"model plugin '{plugin.name}' has gallery kinds the report does not know: {unknown}; "
+                         f"expected one of {GALLERY_KINDS}")
 
 
 def _check_counts(counts: Mapping[str, Any], budget_counting: tuple[str, Any]) -> None:
@@ -726,6 +764,14 @@ def _check_design_function(fn: Callable[..., Any], index: int) -> None:
 def _term_record(term: RewardTerm) -> dict[str, Any]:
     return {"oracle": term.oracle.identity(), "weight": term.weight,
             "transform": None if term.transform is None else term.transform.config(), "name": term.name}
+
+
+def _term_description(term: RewardTerm) -> dict[str, Any]:
+    """A reward term for summary.json and the report: name, oracle, units, the oracle's
+    preferred direction and the direction the term pushes it (RewardTerm.direction)."""
+    return {"name": term.label, "oracle": term.oracle.name, "units": term.oracle.units,
+            "higher_is_better": term.oracle.higher_is_better, "weight": term.weight,
+            "direction": term.direction}
 
 
 def _plain(value: Any) -> Any:

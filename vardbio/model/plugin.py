@@ -12,6 +12,7 @@ from torch import nn
 
 from vardbio.model.checkpoint import load_weights, read_checkpoint
 from vardbio.model.diffusion import DiffusionModel
+from vardbio.model.evaluation import DomainSummary, Evaluation
 from vardbio.model.training import PretrainConfig
 
 
@@ -31,6 +32,12 @@ class ModelPlugin(ABC):
     defaults: dict[str, Any] = {}
     data_defaults: dict[str, Any] = {}
     training_defaults: dict[str, Any] = {}
+
+    gallery: dict[str, str] = {}
+    """How the report shows the files write_designs returns, by suffix: {".png": "images"}
+    (pictures), {".sdf": "molecules"} (2D depictions, best reward first), {".csv": "vectors"}
+    (a scatter of columns x0 and x1), {".fasta": "sequences"} (a table). A file whose suffix
+    is not listed is only linked. The kinds are vardbio.model.evaluation.GALLERY_KINDS."""
 
     test_options: tuple[dict[str, Any], ...] = ({},)
     """Small option sets for the contract checks (vardbio.testing.check_model_contract),
@@ -95,16 +102,12 @@ class ModelPlugin(ABC):
         (B, ...) and mask (B, N) or None, sampled from `checkpoint`. None by default."""
         return {}
 
-    def summary_extras(self, model: DiffusionModel, reference_samples: torch.Tensor,
-                       final_samples: torch.Tensor, reward_terms: Sequence[Any],
-                       beta: float | None) -> dict[str, Any]:
-        """Domain-specific entries for summary.json (e.g. an analytic optimum); none by default.
-
-        model: the reference model; reference_samples, final_samples: (B, ...) final states of the reference and of the
-        fine-tuned model; reward_terms: the campaign's RewardTerms; beta: the KL weight if
-        the algorithm has one.
-        """
-        return {}
+    def summarize(self, evaluation: Evaluation) -> DomainSummary:
+        """This domain's figures of the evaluation designs for summary.json and the report
+        (vardbio.model.evaluation): metrics with labels, units and directions, and entries
+        such as an analytic optimum. Oracles beyond the reward go through
+        evaluation.oracles, never called directly. Nothing by default."""
+        return DomainSummary()
 
 
 def split_options(plugin: str, options: dict[str, Any], architecture: dict[str, Any],

@@ -60,14 +60,17 @@ class OracleResult:
 class Oracle(ABC):
     """Base class of every oracle.
 
-    Subclasses set `name`, `version` and `higher_is_better`, implement `score`, and return
-    from `params()` every setting that changes a score (it is part of the cache key).
+    Subclasses set `name`, `version`, `higher_is_better` and `units`, implement `score`, and
+    return from `params()` every setting that changes a score (it is part of the cache key).
+    higher_is_better: the preferred direction (None for a score with none, such as logP);
+    a Reward warns about a term that pushes against it, and the report marks it (↑/↓).
+    units: what a score is measured in, shown beside it in summary.json and the report.
     `cpu_heavy` tells the runtime to use a process pool by default (docking, force fields).
     """
 
     name: str = "oracle"
     version: str = "1"
-    higher_is_better: bool = True
+    higher_is_better: bool | None = True
     units: str = ""
     cpu_heavy: bool = False
 
@@ -119,14 +122,16 @@ class PerDesignOracle(Oracle):
 
 
 class FunctionOracle(PerDesignOracle):
-    """Wraps a plain Python function `fn(design) -> float` as an oracle."""
+    """Wraps a plain Python function `fn(design) -> float` as an oracle; its direction
+    (higher_is_better) and units are unknown unless given."""
 
     def __init__(self, fn: Callable[[Any], float], name: str | None = None, version: str = "1",
-                 higher_is_better: bool = True):
+                 higher_is_better: bool | None = None, units: str = ""):
         self.fn = fn
         self.name = name or getattr(fn, "__name__", "function")
         self.version = version
         self.higher_is_better = higher_is_better
+        self.units = units
 
     def score_one(self, design: Any) -> float:
         return self.fn(design)

@@ -1,6 +1,7 @@
 """A scalar reward built from one or more oracles."""
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -20,7 +21,8 @@ class RewardTerm:
     """One oracle's contribution: weight * transform(oracle score).
 
     With no transform the raw score is used: give a negative weight for scores where lower
-    is better (a Vina energy), or a transform that maps them onto higher-is-better.
+    is better (a Vina energy), or a transform that maps them onto higher-is-better. A Reward
+    warns about a term that pushes an oracle against its `higher_is_better`.
     name: the component's name in RewardBatch (default: the oracle's name).
     """
 
@@ -32,6 +34,25 @@ class RewardTerm:
     @property
     def label(self) -> str:
         return self.name or self.oracle.name
+
+    @property
+    def direction(self) -> int:
+        """1 if the reward rises with the raw oracle score, -1 if it falls, 0 if neither
+        (a window transform, or a zero weight): the sign of the weight times the
+        transform's direction."""
+        return int(np.sign(self.weight)) * (self.transform.direction if self.transform is not None else 1)
+
+    def check_direction(self) -> None:
+        """Warn when the term pushes its oracle against the oracle's `higher_is_better`
+        (an SA score rewarded upwards, say); nothing when either has no direction."""
+        preferred = self.oracle.higher_is_better
+        if preferred is None or self.direction == 0 or (self.direction > 0) == preferred:
+            return
+        units = f" ({self.oracle.units})" if self.oracle.units else ""
+        warnings.warn(f"reward term '{self.label}' rewards {'higher' if self.direction > 0 else 'lower'} "
+                      f"{self.oracle.name} scores{units}, but for that oracle {'higher' if preferred else 'lower'} "
+                      f"is better; flip the weight's sign or the transform if that is not what you want",
+                      stacklevel=3)
 
 
 @dataclass
@@ -88,6 +109,8 @@ class Reward:
         if not terms:
             raise ValueError("a reward needs at least one oracle term")
         self.terms = list(terms)
+        for term in self.terms:
+            term.check_direction()
         labels = [t.label for t in self.terms]
         if len(set(labels)) != len(labels):
             raise ValueError(f"reward terms need distinct names, got {labels}; set `name` on "

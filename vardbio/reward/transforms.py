@@ -31,12 +31,20 @@ class Transform(ABC):
     def config(self) -> dict[str, Any]:
         return {"type": self.kind, **asdict(self)}
 
+    @property
+    def direction(self) -> int:
+        """1 if y never falls as x rises, -1 if it never rises, 0 if neither (a window) or
+        not known."""
+        return 0
+
 
 @dataclass
 class Identity(Transform):
     """y = x."""
 
     kind = "identity"
+
+    direction = 1
 
     def _apply(self, x):
         return x
@@ -59,6 +67,10 @@ class Linear(Transform):
         if self.low == self.high:
             raise ValueError(f"linear transform needs low != high, got {self.low}")
 
+    @property
+    def direction(self) -> int:
+        return 1 if self.high > self.low else -1
+
     def _apply(self, x):
         y = (x - self.low) / (self.high - self.low)
         return np.clip(y, 0.0, 1.0) if self.clip else y
@@ -79,6 +91,10 @@ class Sigmoid(Transform):
     def __post_init__(self):
         if self.scale == 0:
             raise ValueError("sigmoid transform needs a non-zero scale")
+
+    @property
+    def direction(self) -> int:
+        return 1 if self.scale > 0 else -1
 
     def _apply(self, x):
         return _sigmoid((x - self.center) / self.scale)
@@ -122,6 +138,8 @@ class Clip(Transform):
         if self.low is not None and self.high is not None and self.low > self.high:
             raise ValueError(f"clip needs low <= high, got {self.low}, {self.high}")
 
+    direction = 1
+
     def _apply(self, x):
         return np.clip(x, self.low, self.high)
 
@@ -133,6 +151,10 @@ class Threshold(Transform):
     threshold: float
     above: bool = True
     kind = "threshold"
+
+    @property
+    def direction(self) -> int:
+        return 1 if self.above else -1
 
     def _apply(self, x):
         return (x >= self.threshold if self.above else x <= self.threshold).astype(np.float64)
