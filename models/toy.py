@@ -58,6 +58,12 @@ class GaussianMixture:
         means = self.means + np.einsum("kij,j->ki", self.covs, w) / beta
         return GaussianMixture(weights / weights.sum(), means, self.covs)
 
+    def optimum(self, w: np.ndarray, beta: float) -> tuple["GaussianMixture", float, float]:
+        """(p* = tilted(w, β), its expected reward w·x, KL(p*‖p) = E_p*[w·x]/β - log Z)."""
+        tilted = self.tilted(w, beta)
+        reward = float(np.sum(tilted.weights * (tilted.means @ w)))
+        return tilted, reward, reward / beta - self.log_normaliser(w, beta)
+
     def log_normaliser(self, w: np.ndarray, beta: float) -> float:
         """log E_p[exp(w·x/β)]."""
         log_z = self.means @ w / beta + np.einsum("i,kij,j->k", w, self.covs, w) / (2 * beta**2)
@@ -179,9 +185,7 @@ class ToyPlugin(ModelPlugin):
         dataset = DATASETS[evaluation.model.spec["options"]["dataset"]]
         base = (GaussianMixture(np.ones(1), ref.mean(0)[None], np.cov(ref.T)[None])
                 if len(dataset.weights) == 1 else dataset)
-        optimum = base.tilted(w, beta)
-        reward_opt = float(np.sum(optimum.weights * (optimum.means @ w)))
-        kl_opt = reward_opt / beta - base.log_normaliser(w, beta)
+        optimum, reward_opt, kl_opt = base.optimum(w, beta)
         entries: dict[str, Any] = {"analytic": {"reward_optimum": reward_opt, "kl_optimum": kl_opt}}
         if len(base.weights) > 1:
             final = evaluation.final.states

@@ -36,6 +36,15 @@ def position_probs(length: int, vocab: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).dirichlet(np.ones(vocab), size=length)
 
 
+def tilted_categoricals(p: np.ndarray, table: np.ndarray, beta: float) -> tuple[np.ndarray, float, float]:
+    """The KL-regularised optimum of independent categoricals p (L, V) under the additive
+    reward table (L, V): (p* (L, V) ∝ p·exp(table/β) per row, its expected reward,
+    KL(p*‖p))."""
+    tilted = p * np.exp((table - table.max(1, keepdims=True)) / beta)
+    p_star = tilted / tilted.sum(1, keepdims=True)
+    return p_star, float((p_star * table).sum()), float((p_star * np.log(p_star / p)).sum())
+
+
 class FlatDenoiser(nn.Module):
     """An MLP on the flattened one-hot sequence and time: (B, L, V+1), (B,) -> logits (B, L, V)."""
 
@@ -136,10 +145,7 @@ class ToySequencePlugin(ModelPlugin):
         if table.shape != (arch["length"], arch["vocab"]):
             raise ValueError(f"token_score table {table.shape} does not fit sequences {arch['length']}x{arch['vocab']}")
         p = evaluation.reference.states[..., : arch["vocab"]].double().mean(0).numpy().clip(1e-12)
-        tilted = p * np.exp(table / beta)
-        p_star = tilted / tilted.sum(1, keepdims=True)
-        reward_opt = float((p_star * table).sum())
-        kl_opt = float((p_star * np.log(p_star / p)).sum())
+        p_star, reward_opt, kl_opt = tilted_categoricals(p, table, beta)
         final = evaluation.final.states[..., : arch["vocab"]].double().mean(0).numpy()
         return DomainSummary(entries={"analytic": {"reward_optimum": reward_opt, "kl_optimum": kl_opt},
                                       "marginal_error_final": float(np.abs(final - p_star).max())})
