@@ -1,21 +1,43 @@
-"""Held-out R² of molecule_string value heads (conv and transformer, noisy and denoised
-input) for a PMO task, on samples of a checkpoint forward-noised as VARD's replay does.
+"""Held-out R² of molecule_string value heads for a PMO task, on clean samples of a
+checkpoint and on the same samples forward-noised as VARD's replay does, every head with
+the same data and fitting budget.
 
-    python scripts/probe_string_value.py --checkpoint models/weights/molecule_string.pt --task qed --n 800
+    python scripts/probe_string_value.py --checkpoint models/weights/molecule_string.pt --task qed --n 800 \
+        --heads conv transformer denoiser:train_layers=1 --inputs noisy denoised --data clean noised
+
+A head is `kind[:key=value,...]` (the plugin's value-head options; values are parsed as
+YAML scalars).
 """
 from __future__ import annotations
 
 import argparse
+import time
 
 import numpy as np
 import torch
+import yaml
 
 from vardbio import registry
+from vardbio.model.diffusion import Trajectory
 from vardbio.value.fitting import ValueFitConfig, fit_value
 from vardbio.value.heads import with_value_input
 from vardbio.value.replay import ReplayBuffer
 from vardbio_models.molecule_string.plugin import sample_states
 from vardbio_oracles.pmo import PMOOracle
+
+DEFAULT_OPTIONS = {"conv": {"hidden": 64, "depth": 3}, "transformer": {"hidden": 64, "depth": 2}}
+
+
+def head_spec(text: str) -> tuple[str, dict]:
+    """'kind[:key=value,...]' -> (label, value-head options with `kind`)."""
+    kind, _, rest = text.partition(":")
+    options = {"kind": kind, **DEFAULT_OPTIONS.get(kind, {})}
+    for item in filter(None, rest.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"head option '{item}' of '{text}' is not key=value")
+        options[key] = yaml.safe_load(value)
+    return text, options
 
 
 def main() -> None:
@@ -25,25 +47,44 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=800)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--heads", nargs="+", default=["conv", "transformer"])
+    parser.add_argument("--inputs", nargs="+", default=["noisy", "denoised"], choices=["noisy", "denoised"])
+    parser.add_argument("--data", nargs="+", default=["noised"], choices=["clean", "noised"],
+                        help="clean: the samples themselves (t = 0); noised: forward-noised to --levels levels")
+    parser.add_argument("--levels", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--patience", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
     plugin = registry.load("model", "molecule_string")
     model = plugin.load({"sampling_steps": args.steps}, checkpoint=args.checkpoint).eval()
+    model.requires_grad_(False)
     g = torch.Generator().manual_seed(args.seed)
     states = sample_states(model, args.n, g)
     rewards = PMOOracle(args.task).score(model.decode(states)).values
-    buffer = ReplayBuffer()
-    buffer.add(states, None, rewards)
-    traj, times = buffer.noised(model.process, 16, g)
     print(f"{args.task}: {args.n} samples, reward mean {np.nanmean(rewards):.3f} sd {np.nanstd(rewards):.3f}")
-    for kind, options in (("conv", {"hidden": 64, "depth": 3}), ("transformer", {"hidden": 64, "depth": 2})):
-        for value_input in ("noisy", "denoised"):
-            head = with_value_input(plugin.value_head(model, {"kind": kind, **options}), value_input, model)
-            report = fit_value(head, traj, buffer.rewards, times, ValueFitConfig(epochs=30, patience=5, batch_size=1024),
-                               generator=torch.Generator().manual_seed(args.seed))
-            buckets = " ".join(f"{r:.2f}" for r in report.r2_per_bucket)
-            print(f"{kind:>11} {value_input:>8}: R² {report.r2:.3f} (per noise fifth, clean first: {buckets})")
+    config = ValueFitConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr)
+    for data in args.data:
+        if data == "clean":
+            traj, times = Trajectory(states[None]), [0.0]
+        else:
+            buffer = ReplayBuffer()
+            buffer.add(states, None, rewards)
+            traj, times = buffer.noised(model.process, args.levels, torch.Generator().manual_seed(args.seed))
+        for label, options in map(head_spec, args.heads):
+            for value_input in args.inputs:
+                torch.manual_seed(args.seed)
+                head = with_value_input(plugin.value_head(model, dict(options)), value_input, model)
+                start = time.perf_counter()
+                report = fit_value(head, traj, rewards, times, config, generator=torch.Generator().manual_seed(args.seed))
+                wall = time.perf_counter() - start
+                buckets = " ".join(f"{r:.2f}" for r in report.r2_per_bucket)
+                extra = "" if data == "clean" else f" (per noise fifth, clean first: {buckets})"
+                print(f"{data:>6} {label:>28} {value_input:>8}: R² {report.r2:.3f}{extra}; "
+                      f"best epoch {report.best_epoch}, {wall:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Small network pieces shared by denoisers and value heads."""
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -122,3 +123,82 @@ class TokenTransformerValueNet(nn.Module):
         h = self.encoder(h, src_key_padding_mask=None if mask is None else mask == 0)
         pooled = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
         return self.head(torch.cat([pooled, tf], -1)).squeeze(-1)
+
+
+def hold_as_buffers(module: nn.Module) -> nn.Module:
+    """Turn every parameter of `module` (recursively) into a buffer of the same name and
+    value, in place: the weights stay in state_dict and move with .to(), but no optimiser
+    sees them and requires_grad_ cannot turn them back on. Gradients still flow through
+    the module to its inputs."""
+    for sub in module.modules():
+        for name, param in list(sub.named_parameters(recurse=False)):
+            del sub._parameters[name]
+            sub.register_buffer(name, param.detach().clone())
+    return module
+
+
+class DenoiserValueNet(nn.Module):
+    """Value network that starts from a pretrained TokenTransformer denoiser's trunk.
+
+    x_t (B, L, V+1) one-hot or relaxed token states (channel V the mask), t (B,), mask
+    (B, L) or None -> (B,). A copy of the denoiser's token and position embeddings, its time
+    features (added to every token, as in the denoiser) and its first `layers` encoder
+    layers; the last `train_layers` of them are fitted, the rest (and the embeddings) are
+    held fixed (see hold_as_buffers). Token features (B, L, W) are then pooled over the
+    positions that are real tokens — weight 1 - x[..., pad_index] (a masked position counts
+    as real; `pad_index` None: every position), times `mask` — by a weighted mean and by
+    `pool_heads`-head attention pooling, and an MLP on [mean, attention, time features]
+    regresses the value.
+    """
+
+    def __init__(self, denoiser: TokenTransformer, pad_index: int | None = None, layers: int | None = None,
+                 train_layers: int = 1, hidden: int = 128, pool_heads: int = 4):
+        super().__init__()
+        depth = len(denoiser.encoder.layers)
+        layers = depth if layers is None else int(layers)
+        if not 1 <= layers <= depth:
+            raise ValueError(f"layers must be in [1, {depth}] (the denoiser's depth), got {layers}")
+        if not 0 <= train_layers <= layers:
+            raise ValueError(f"train_layers must be in [0, {layers}], got {train_layers}")
+        width = denoiser.position.shape[1]
+        if width % pool_heads:
+            raise ValueError(f"pool_heads {pool_heads} must divide the trunk width {width}")
+        self.pad_index = pad_index
+        self.pool_heads = pool_heads
+        self.max_length = denoiser.max_length
+        self.embed = copy.deepcopy(denoiser.embed)
+        self.register_buffer("position", denoiser.position.detach().clone())
+        self.time = copy.deepcopy(denoiser.time)
+        self.time_proj = copy.deepcopy(denoiser.time_proj)
+        self.frozen = nn.ModuleList(copy.deepcopy(denoiser.encoder.layers[i]) for i in range(layers - train_layers))
+        self.trained = nn.ModuleList(copy.deepcopy(denoiser.encoder.layers[i])
+                                     for i in range(layers - train_layers, layers))
+        self.trained.requires_grad_(True)
+        hold_as_buffers(self.embed)
+        hold_as_buffers(self.time_proj)
+        hold_as_buffers(self.frozen)
+        self.norm = nn.LayerNorm(width)
+        self.pool_score = nn.Linear(width, pool_heads)
+        self.head = mlp([2 * width + 2 * self.time.freqs.shape[0], hidden, hidden, 1])
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        length = x_t.shape[1]
+        if length > self.max_length:
+            raise ValueError(f"sequences of {length} tokens are longer than the trunk's max_length {self.max_length}")
+        tf = self.time(t)
+        h = self.embed(x_t) + self.position[:length] + self.time_proj(tf)[:, None]
+        pad = None if mask is None else mask == 0
+        for layer in (*self.frozen, *self.trained):
+            h = layer(h, src_key_padding_mask=pad)
+        h = self.norm(h)  # (B, L, W)
+        weights = torch.ones(x_t.shape[:2], dtype=h.dtype, device=h.device)
+        if self.pad_index is not None:
+            weights = 1 - x_t[..., self.pad_index]
+        if mask is not None:
+            weights = weights * mask.to(h.dtype)
+        mean = (h * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1e-6)
+        scores = self.pool_score(h) + weights.clamp(min=1e-6).log()[..., None]  # (B, L, heads)
+        attention = torch.softmax(scores, dim=1)
+        heads = h.reshape(*h.shape[:2], self.pool_heads, -1)  # (B, L, heads, W / heads)
+        pooled = (attention[..., None] * heads).sum(1).reshape(h.shape[0], -1)  # (B, W)
+        return self.head(torch.cat([mean, pooled, tf], -1)).squeeze(-1)

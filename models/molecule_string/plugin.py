@@ -23,7 +23,7 @@ from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.evaluation import DomainSummary, Evaluation, Metric, score_in_process
 from vardbio.model.plugin import ModelPlugin, split_options
 from vardbio.model.training import PretrainConfig, pretrain_loop
-from vardbio.nn import TokenConvValueNet, TokenTransformer, TokenTransformerValueNet
+from vardbio.nn import DenoiserValueNet, TokenConvValueNet, TokenTransformer, TokenTransformerValueNet
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.value.heads import ValueHead
 from vardbio_models.molecule_string.data import StringDatasetParams, build_dataset
@@ -99,8 +99,10 @@ class MoleculeStringPlugin(ModelPlugin):
         return DiffusionModel(denoiser, process, layout, StringDecoder(vocab), spec=spec)
 
     def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
-        """options: `kind` 'conv' (TokenConvValueNet: local context) or 'transformer'
-        (TokenTransformerValueNet: global context), then that network's own options."""
+        """options: `kind` 'conv' (TokenConvValueNet: local context), 'transformer'
+        (TokenTransformerValueNet: global context) or 'denoiser' (DenoiserValueNet: a copy of
+        the reference denoiser's trunk, pooled over non-PAD tokens), then that network's own
+        options."""
         options = dict(options)
         kind = options.pop("kind", "conv")
         vocab = len(model.spec["options"]["tokens"]) + 1
@@ -108,7 +110,10 @@ class MoleculeStringPlugin(ModelPlugin):
             return ValueHead(TokenConvValueNet(vocab, **options))
         if kind == "transformer":
             return ValueHead(TokenTransformerValueNet(vocab, model.spec["options"]["max_length"], **options))
-        raise ValueError(f"unknown molecule_string value head kind '{kind}'; expected 'conv' or 'transformer'")
+        if kind == "denoiser":
+            return ValueHead(DenoiserValueNet(model.denoiser, pad_index=0, **options))
+        raise ValueError(f"unknown molecule_string value head kind '{kind}'; "
+                         "expected 'conv', 'transformer' or 'denoiser'")
 
     def default_checkpoint(self, options: dict[str, Any]) -> Path:
         return WEIGHTS / "molecule_string.pt"
