@@ -333,7 +333,8 @@ def step_kl_figure(bench_dir: Path, bench: dict[str, Any], rows: list[dict[str, 
         top = int(np.argmax(kl))
         last = len(kl) // 5 or 1  # the steps nearest the clean design
         print(f"- {r['label']}: total {sum(kl):.3g}; largest at step {top} of {len(kl)} ({kl[top]:.3g}, "
-              f"{100 * kl[top] / sum(kl):.0f} %); the last {last} steps carry {100 * sum(kl[-last:]) / sum(kl):.0f} %")
+              f"{100 * kl[top] / sum(kl):.0f} %); the last {last} steps carry {100 * sum(kl[-last:]) / sum(kl):.0f} %; "
+              f"without the final step {sum(kl[:-1]):.3g}")
     ax.set(xlabel="sampler step k (0 = first, from noise; last = the step to x_0)", ylabel="mean KL of the step",
            title=f"{bench['campaign']}: where the path KL comes from")
     ax.legend(fontsize=6)
