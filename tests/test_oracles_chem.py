@@ -46,6 +46,13 @@ def test_sa_score_matches_reference_set():
     np.testing.assert_allclose(got, ref, atol=1e-3)
 
 
+def test_sa_score_ignores_explicit_hydrogens():
+    """A 3D design carries explicit hydrogens; SA scores the molecule, not its H atoms."""
+    mol = Chem.MolFromSmiles("CC(=O)Nc1nccs1")
+    plain, with_h = SAScore().score([mol, Chem.AddHs(mol)]).values
+    assert plain == pytest.approx(2.0427, abs=1e-3) and with_h == pytest.approx(plain, abs=1e-9)
+
+
 def test_descriptor_values_of_aspirin():
     aspirin = "CC(=O)Oc1ccccc1C(=O)O"
     assert MolWeight().score([aspirin]).values[0] == pytest.approx(180.159, abs=0.01)
