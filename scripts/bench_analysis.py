@@ -107,7 +107,7 @@ def sample_check(beta: float, vard: dict[str, Any], rows: list[dict[str, Any]]) 
 
 
 def run_row(bench_dir: Path, point: dict[str, Any], summary: dict[str, Any], sample_kl: str | None) -> dict[str, Any]:
-    run_dir = bench_dir / summary_dir(bench_dir, point)
+    run_dir = bench_dir / point["folder"]
     rewards = final_rewards(run_dir / "designs_final.csv")
     se = float(np.nanstd(rewards, ddof=1) / math.sqrt(np.isfinite(rewards).sum())) if len(rewards) > 1 else math.nan
     inference = point.get("inference") or {}
@@ -116,7 +116,7 @@ def run_row(bench_dir: Path, point: dict[str, Any], summary: dict[str, Any], sam
     return {"label": point["label"], "algorithm": point["algorithm"], "beta": point["beta"],
             "reward": point["reward"], "se": se, "kl": point["kl"], "kl_kind": kind,
             "r2": summary.get("value_r2"), "r2_buckets": summary.get("value_r2_per_bucket"),
-            "calls": point["oracle_calls"], "wall": run_wall(bench_dir / summary_dir(bench_dir, point)),
+            "calls": point["oracle_calls"], "wall": run_wall(run_dir), "run_dir": run_dir,
             "denoiser": inference.get("denoiser_calls_per_design", summary.get("sampling_steps")),
             "sample_kl": design_kl(run_dir, sample_kl) if sample_kl else None}
 
@@ -157,15 +157,6 @@ def run_wall(run_dir: Path) -> float:
     stops before the final sampling)."""
     born = int(subprocess.run(["stat", "-c", "%W", str(run_dir)], capture_output=True, text=True).stdout or 0)
     return float((run_dir / "summary.json").stat().st_mtime - born) if born > 0 else math.nan
-
-
-def summary_dir(bench_dir: Path, point: dict[str, Any]) -> str:
-    """The run's folder inside the bench (as vardbio.campaign.bench names it)."""
-    name, settings = point["algorithm"], point["label"][len(point["algorithm"]):]
-    if not settings:
-        return name
-    pairs = [kv.split("=", 1) for kv in settings.strip("[]").split(",")]
-    return "_".join([name] + [f"{k.replace('.', '-')}{v}" for k, v in pairs])
 
 
 def final_rewards(path: Path) -> np.ndarray:
@@ -215,7 +206,7 @@ def reference_rewards(bench_dir: Path, bench: dict[str, Any], n: int) -> np.ndar
     from vardbio.campaign.trainer import Trainer
     first = next(iter(bench["summaries"]))
     point = next(p for p in bench["points"] if p["label"] == first)
-    config = yaml.safe_load((bench_dir / summary_dir(bench_dir, point) / "config.yaml").read_text())
+    config = yaml.safe_load((bench_dir / point["folder"] / "config.yaml").read_text())
     config["out_dir"] = str(bench_dir / "reference_scoring")
     trainer = Trainer.from_config(config)
     reference = trainer.reference
@@ -267,8 +258,7 @@ def figures(bench: dict[str, Any], rows: list[dict[str, Any]], optimum: dict[flo
     if vard_rows:  # still climbing at the end (iterations, budget) or flat (converged to what its value head sees)?
         fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
         for r in vard_rows:
-            run_dir = bench_dir_of(bench) / summary_dir(bench_dir_of(bench), {"algorithm": "vard", "label": r["label"]})
-            with (run_dir / "metrics.csv").open() as f:
+            with (r["run_dir"] / "metrics.csv").open() as f:
                 m = list(csv.DictReader(f))
             it = [int(x["iteration"]) for x in m]
             left.plot(it, [float(x["value_mean"]) for x in m], "-", label=r["label"])
@@ -297,10 +287,6 @@ def figures(bench: dict[str, Any], rows: list[dict[str, Any]], optimum: dict[flo
     plt.close(fig)
 
 
-def bench_dir_of(bench: dict[str, Any]) -> Path:
-    return Path(bench["out_dir"])
-
-
 def step_kl_figure(bench_dir: Path, bench: dict[str, Any], rows: list[dict[str, Any]], n: int, out: Path) -> None:
     """KL(p_θ(· | x_k) ‖ p_ref(· | x_k)) at every sampler step k, mean over n rollouts of each
     fine-tuned run's final model (VARD, DDPO): where along the chain the path KL comes from.
@@ -319,7 +305,7 @@ def step_kl_figure(bench_dir: Path, bench: dict[str, Any], rows: list[dict[str, 
     for r in rows:
         if r["algorithm"] not in ("vard", "ddpo"):
             continue
-        run_dir = bench_dir / summary_dir(bench_dir, {"algorithm": r["algorithm"], "label": r["label"]})
+        run_dir = r["run_dir"]
         config = yaml.safe_load((run_dir / "config.yaml").read_text())
         config["out_dir"] = str(bench_dir / "step_kl_scratch")
         trainer = Trainer.from_config(config)

@@ -143,9 +143,10 @@ def run_bench(configs: Mapping[str, RunConfig], out_dir: str | Path) -> dict[str
 
 
 def _point(label: str, config: RunConfig, s: dict[str, Any]) -> dict[str, Any]:
-    """One run as a row of bench.json: what it spent, reached, and how far it moved."""
+    """One run as a row of bench.json: its folder in the bench, what it spent, reached, and how
+    far it moved."""
     optimum = s.get("optimum") or {}
-    return {"label": label, "algorithm": s["algorithm"],
+    return {"label": label, "algorithm": s["algorithm"], "folder": Path(config.out_dir).name,
             "settings": {k: v for k, v in config.algorithm.items() if k != "name"},
             "oracle_calls": s["oracle_calls"], "reward": s["reward_final"]["mean"],
             "reward_top10": s["reward_final"]["top10"], "kl": s["kl_to_reference"], "kl_note": s.get("kl_note"),
