@@ -56,12 +56,18 @@ class TokenTransformer(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, vocab_size)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def embed_tokens(self, x_t: torch.Tensor, time_features: torch.Tensor) -> torch.Tensor:
+        """Token states (B, L, V+1) and time features (B, time_dim) -> the encoder's input
+        (B, L, W): token embedding + position + projected time. DenoiserValueNet, which
+        copies these modules under the same names, calls it too."""
         length = x_t.shape[1]
         if length > self.max_length:
             raise ValueError(f"sequences of {length} tokens are longer than the model's "
                              f"max_length {self.max_length}")
-        h = self.embed(x_t) + self.position[:length] + self.time_proj(self.time(t))[:, None]
+        return self.embed(x_t) + self.position[:length] + self.time_proj(time_features)[:, None]
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.embed_tokens(x_t, self.time(t))
         pad = None if mask is None else mask == 0
         h = self.encoder(h, src_key_padding_mask=pad)
         return self.out(self.norm(h))
@@ -182,11 +188,8 @@ class DenoiserValueNet(nn.Module):
         self.head = mlp([2 * width + 2 * self.time.freqs.shape[0], hidden, hidden, 1])
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        length = x_t.shape[1]
-        if length > self.max_length:
-            raise ValueError(f"sequences of {length} tokens are longer than the trunk's max_length {self.max_length}")
         tf = self.time(t)
-        h = self.embed(x_t) + self.position[:length] + self.time_proj(tf)[:, None]
+        h = TokenTransformer.embed_tokens(self, x_t, tf)  # the copied embedding modules, as the denoiser uses them
         pad = None if mask is None else mask == 0
         for layer in (*self.frozen, *self.trained):
             h = layer(h, src_key_padding_mask=pad)
