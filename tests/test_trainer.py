@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUMMARY_KEYS = {
     "campaign", "algorithm", "seed", "oracle_calls", "oracle_budget", "oracle_failures",
     "eval_oracle_calls", "reward_initial", "reward_final", "components_initial", "components_final",
-    "processes", "sampling_steps", "kl_to_reference", "kl_note", "value_r2", "value_r2_per_bucket",
+    "processes", "sampling_steps", "frozen_final_steps", "kl_to_reference", "kl_note", "value_r2", "value_r2_per_bucket",
     "value_r2_bucket_edges", "value_nan_dropped", "iterations", "wall_seconds", "final_failures",
     "budget_counting", "budget_spent", "unique_valid_designs", "auc_top1", "auc_top10", "auc_top100",
     "top10_curve", "valid_fraction_initial", "valid_fraction",

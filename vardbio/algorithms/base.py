@@ -122,7 +122,7 @@ class Algorithm(ABC):
         process's share of them when there are several)."""
         traj = self.ctx.model.rollout(self.ctx.collective.shard(n), generator)
         kl = path_kl(self.ctx.model, self.ctx.reference, traj)
-        return FinalSamples(traj.final, traj.mask, kl, "path KL summed over steps")
+        return FinalSamples(traj.final, traj.mask, kl, path_kl_note(self.ctx.model))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything beyond the model weights needed to resume (optimisers, value heads)."""
@@ -130,6 +130,15 @@ class Algorithm(ABC):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what state_dict returned."""
+
+
+def path_kl_note(model: DiffusionModel, what: str = "path KL summed over steps") -> str:
+    """How a path KL was summed: `what`, and when the model's final steps are frozen, that
+    they add nothing and the sum bounds the designs' KL."""
+    if not model.frozen_final_steps:
+        return what
+    return (f"{what} (the last {model.frozen_final_steps} of {model.num_steps} are the reference's and add "
+            f"nothing, so it bounds the KL of the designs)")
 
 
 def score_trajectory(model: DiffusionModel, traj: Trajectory, reward: Reward) -> RewardBatch:

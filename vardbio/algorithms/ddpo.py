@@ -91,7 +91,7 @@ class DDPO(Algorithm):
         normalised = (rewards - finite.mean()) / scale
         adv = torch.as_tensor(np.where(failed, 0.0, normalised), dtype=torch.float32,
                               device=traj.states.device).clamp(-cfg.adv_clip, cfg.adv_clip)
-        steps = choose_steps(model.num_steps, cfg.steps_per_update, ctx.generator)
+        steps = choose_steps(model.steerable_steps, cfg.steps_per_update, ctx.generator)
         loss_sum = clipped = kl_sum = 0.0
         for _ in range(cfg.inner_epochs):
             self.optimiser.zero_grad()

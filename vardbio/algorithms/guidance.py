@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from vardbio.algorithms.base import path_kl_note
 from vardbio.algorithms.value_sampling import ValueSampling, ValueSamplingConfig
 from vardbio.processes.masked import CategoricalStep
 from vardbio.processes.steps import GaussianStep, StepDistribution
@@ -88,18 +89,21 @@ class ValueGuidance(ValueSampling):
         x = model.process.prior_sample(layout.shape, layout.mask, generator).to(device)
         kl = torch.zeros(b, device=device)
         for k in range(model.num_steps):
-            guided = self.guided_step(model.step(x, k, mask), k, mask)
-            kl += guided.kl(reference.step(x, k, mask))
+            if k < model.steerable_steps:
+                guided = self.guided_step(model.step(x, k, mask), k, mask)
+                kl += guided.kl(reference.step(x, k, mask))
+            else:  # a frozen final step is the reference's, unguided
+                guided = model.step(x, k, mask)
             x = guided.sample(generator)
         return x, mask, kl
 
     def kl_note(self) -> str:
-        return "path KL of the guided steps to the reference's, summed over steps"
+        return path_kl_note(self.ctx.model, "path KL of the guided steps to the reference's, summed over steps")
 
     def inference_cost(self) -> dict[str, Any]:
-        k = self.ctx.model.num_steps
-        return {"denoiser_calls_per_design": k * (1 + self.value_calls()),
-                "value_gradient_calls_per_design": k, "sampling_steps": k,
+        k, guided = self.ctx.model.num_steps, self.ctx.model.steerable_steps
+        return {"denoiser_calls_per_design": k + guided * self.value_calls(),
+                "value_gradient_calls_per_design": guided, "sampling_steps": k,
                 "plain_sampling_denoiser_calls": k,
                 "note": "each value gradient is one forward and one backward pass of the value head"
                         + (" and of the reference denoiser (the head reads x̂_0)" if self.value_calls() else "")

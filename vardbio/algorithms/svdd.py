@@ -90,6 +90,9 @@ class SVDD(ValueSampling):
         rows = torch.arange(b, device=device)
         for k in range(model.num_steps):
             dist = model.step(x, k, mask)
+            if k >= self.ctx.model.steerable_steps:  # a frozen final step is the reference's: no selection
+                x = dist.sample(generator)
+                continue
             cands = torch.stack([dist.sample(generator) for _ in range(m)], 1)  # (b, M, ...)
             flat = cands.reshape(b * m, *x.shape[1:])
             values = self.value_head(flat, self.time_tensor(k + 1, b * m, flat), cand_mask).reshape(b, m)
@@ -107,7 +110,7 @@ class SVDD(ValueSampling):
         return x, mask, kl.float()
 
     def kl_note(self) -> str:
-        m, k = self.config.candidates, self.ctx.model.num_steps
+        m, k = self.config.candidates, self.ctx.model.steerable_steps
         if self.config.alpha == 0:
             note = (f"best-of-M bound per step, K (log M - (M-1)/M) with M = {m}, K = {k}: an upper bound "
                     f"on the path KL")
@@ -116,11 +119,14 @@ class SVDD(ValueSampling):
                     f"an upper bound on the path KL, estimated on the designs")
         if self.proposal is not self.ctx.reference:
             note += "; plus the Monte-Carlo log-ratio of the proposal model to the reference on the kept steps"
+        frozen = self.ctx.model.frozen_final_steps
+        if frozen:
+            note += f"; the last {frozen} steps are the reference's and select nothing"
         return note
 
     def inference_cost(self) -> dict[str, Any]:
-        m, k = self.config.candidates, self.ctx.model.num_steps
-        extra_reference = k if self.proposal is not self.ctx.reference else 0
-        return {"denoiser_calls_per_design": k * (1 + m * self.value_calls()) + extra_reference,
-                "value_calls_per_design": k * m, "candidates_per_step": m, "sampling_steps": k,
+        m, k, chosen = self.config.candidates, self.ctx.model.num_steps, self.ctx.model.steerable_steps
+        extra_reference = chosen if self.proposal is not self.ctx.reference else 0
+        return {"denoiser_calls_per_design": k + chosen * m * self.value_calls() + extra_reference,
+                "value_calls_per_design": chosen * m, "candidates_per_step": m, "sampling_steps": k,
                 "plain_sampling_denoiser_calls": k}

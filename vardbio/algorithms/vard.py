@@ -130,7 +130,7 @@ class VARD(Algorithm):
                 metrics["value_r2"] = self._fit_value(ctx.model, n).r2
         model = ctx.model
         traj = model.rollout(ctx.collective.shard(cfg.batch_size), ctx.generator)
-        steps = choose_steps(model.num_steps, cfg.steps_per_update, ctx.generator)
+        steps = choose_steps(model.steerable_steps, cfg.steps_per_update, ctx.generator)
         self.optimiser.zero_grad()
         value_sum = kl_sum = 0.0
         for k in steps:

@@ -32,12 +32,16 @@ from vardbio.reward.compose import RewardTermConfig, RuntimeConfig
 @dataclass
 class ModelSection:
     """name: a registered model plugin; options: its architecture options; checkpoint: a
-    weights file, or null for the plugin's shipped checkpoint; value_head: value-head options."""
+    weights file, or null for the plugin's shipped checkpoint; value_head: value-head options;
+    frozen_final_steps: the last sampler steps kept as the pretrained model's (not fine-tuned,
+    guided or selected), so the path KL of the others bounds the designs' KL
+    (DiffusionModel.freeze_final_steps)."""
 
     name: str = "toy"
     options: dict[str, Any] = field(default_factory=dict)
     checkpoint: Optional[str] = None
     value_head: dict[str, Any] = field(default_factory=dict)
+    frozen_final_steps: int = 0
 
 
 @dataclass

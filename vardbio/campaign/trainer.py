@@ -98,6 +98,9 @@ class Trainer:
         random state is left as it was.
     value_head: options of the plugin's value head; value_input: what it reads, "noisy"
         (x_t) or "denoised" (the reference model's estimate of x_0).
+    frozen_final_steps: the last sampler steps kept as the pretrained model's (not fine-tuned,
+        guided or selected); the path KL of the others then bounds the designs' KL
+        (DiffusionModel.freeze_final_steps).
     checkpoint_every: iterations between checkpoints; torch_threads: intra-op threads to
         set (None: leave torch's setting); progress: progress bars; report: write report.md
         with plots; tensorboard: log metrics rows under out_dir/tensorboard; accelerate:
@@ -135,6 +138,7 @@ class Trainer:
         seed: int = 0,
         value_head: Mapping[str, Any] | None = None,
         value_input: str = "noisy",
+        frozen_final_steps: int = 0,
         name: str | None = None,
         aggregation: str | None = None,
         nan_policy: str | None = None,
@@ -173,6 +177,7 @@ class Trainer:
             _check_gallery(self.plugin)
             self.model.to(self.dist.device)
             self.reference = self.model.frozen_copy()
+            self.model.freeze_final_steps(frozen_final_steps)
             self.model.train()
             self.name = name or self.plugin.name
             self.out_dir = Path(out_dir or f"runs/{self.name}_{algo_cls.name}_s{self.seed}")
@@ -198,6 +203,8 @@ class Trainer:
             self._rng = self._rng_state()
 
         model_record["value_head"] = {**head_options, **({"input": value_input} if value_input != "noisy" else {})}
+        if frozen_final_steps:
+            model_record["frozen_final_steps"] = int(frozen_final_steps)
         self.record: dict[str, Any] = {
             "campaign": {"name": self.name, "model": model_record,
                          "reward": [_term_record(t) for t in terms], **combine,
@@ -245,7 +252,8 @@ class Trainer:
             iterations=camp.iterations, oracle_budget=camp.oracle_budget, budget_counting=camp.budget_counting,
             eval_samples=camp.eval_samples,
             out_dir=config.out_dir or f"runs/{camp.name}_{algo_name}_s{config.seed}", seed=config.seed,
-            value_head=head_options, value_input=value_input, name=camp.name,
+            value_head=head_options, value_input=value_input, frozen_final_steps=camp.model.frozen_final_steps,
+            name=camp.name,
             aggregation=camp.aggregation, nan_policy=camp.nan_policy, nan_penalty=camp.nan_penalty,
             oracle_runtime=camp.oracle_runtime, oracle_cache=camp.oracle_cache,
             checkpoint_every=config.checkpoint_every, torch_threads=config.torch_threads or None,
@@ -428,6 +436,7 @@ class Trainer:
             "components_final": _component_means(scored.components),
             "processes": dist.world_size,
             "sampling_steps": self.model.num_steps,
+            "frozen_final_steps": self.model.frozen_final_steps,
             "kl_to_reference": float(final.kl.mean()),
             "kl_note": final.kl_note,
             "value_r2": value_fit.get("r2"),

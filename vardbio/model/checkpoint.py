@@ -266,7 +266,12 @@ def load_weights(model: DiffusionModel, path: str | Path) -> DiffusionModel:
 
 
 def apply_weights(model: DiffusionModel, blob: dict[str, Any], source: str | Path) -> DiffusionModel:
-    """load_weights for a checkpoint already read with read_checkpoint (`source` names it)."""
+    """load_weights for a checkpoint already read with read_checkpoint (`source` names it).
+    A checkpoint of a model with frozen final steps (DiffusionModel.freeze_final_steps)
+    freezes them in `model` too before its weights, the frozen copy's among them, load."""
+    frozen = blob["spec"].get("frozen_final_steps", 0)
+    if frozen and not model.frozen_final_steps:
+        model.freeze_final_steps(frozen)
     if blob["spec"] != model.spec:
         raise CheckpointMismatchError(
             f"checkpoint {source} was made for model {blob['spec']}, not {model.spec}"

@@ -80,6 +80,10 @@ class DiffusionModel(nn.Module):
     decoder(x_0 (B, ...), mask) -> B designs (what oracles score).
     spec: a JSON-serialisable description (plugin name and architecture options) saved with
     checkpoints, so a checkpoint is never loaded into the wrong model.
+
+    After freeze_final_steps(n) the last n sampler steps read `final_denoiser`, a frozen
+    copy of the denoiser as it was then, and only the first `steerable_steps` follow
+    `denoiser`.
     """
 
     def __init__(self, denoiser: nn.Module, process: DiffusionProcess, layout: LayoutSampler,
@@ -90,18 +94,49 @@ class DiffusionModel(nn.Module):
         self.layout = layout
         self.decoder = decoder
         self.spec = dict(spec)
+        self.frozen_final_steps = 0
+        self.final_denoiser: nn.Module | None = None
 
     @property
     def num_steps(self) -> int:
         return self.process.num_steps
+
+    @property
+    def steerable_steps(self) -> int:
+        """The sampler steps 0 .. steerable_steps - 1 that fine-tuning and guidance may change."""
+        return self.num_steps - self.frozen_final_steps
+
+    def freeze_final_steps(self, count: int) -> "DiffusionModel":
+        """Keep the last `count` sampler steps as the denoiser makes them now, for good.
+
+        Those steps read a frozen copy of today's denoiser (saved with the weights; the spec
+        records `frozen_final_steps`), so fine-tuning the rest leaves them the reference's
+        when this is called on the pretrained model. Then by the data-processing inequality
+        the path KL of the steerable steps alone bounds the KL between the two models'
+        designs: a Gaussian chain's last step has so small a σ that a tiny mean shift there
+        costs hundreds of nats of path KL while hardly moving the designs.
+        """
+        count = int(count)
+        if not 0 <= count < self.num_steps:
+            raise ValueError(f"frozen_final_steps must be in [0, {self.num_steps}) for a "
+                             f"{self.num_steps}-step sampler, got {count}")
+        if self.frozen_final_steps:
+            raise ValueError(f"the model's last {self.frozen_final_steps} steps are frozen already")
+        if count:
+            self.final_denoiser = copy.deepcopy(self.denoiser).requires_grad_(False).eval()
+            self.frozen_final_steps = count
+            self.spec["frozen_final_steps"] = count
+        return self
 
     def time_tensor(self, k: int, batch: int, like: torch.Tensor) -> torch.Tensor:
         """The noise level of state k as a (B,) tensor for the networks."""
         return torch.full((batch,), self.process.time(k), dtype=like.dtype, device=like.device)
 
     def step(self, x_t: torch.Tensor, k: int, mask: torch.Tensor | None = None) -> StepDistribution:
-        """p_θ(state k+1 | state k = x_t) for a batch x_t (B, ...)."""
-        out = self.denoiser(x_t, self.time_tensor(k, x_t.shape[0], x_t), mask)
+        """p_θ(state k+1 | state k = x_t) for a batch x_t (B, ...); a frozen final step
+        reads final_denoiser."""
+        denoiser = self.denoiser if k < self.steerable_steps else self.final_denoiser
+        out = denoiser(x_t, self.time_tensor(k, x_t.shape[0], x_t), mask)
         return self.process.reverse_step(out, x_t, k, mask)
 
     def denoised(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
