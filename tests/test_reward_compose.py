@@ -5,10 +5,12 @@ import math
 
 import numpy as np
 import pytest
+from hydra.errors import ConfigCompositionException
 
-from vardbio.reward import (InProcessEvaluator, OracleRuntime, Reward, RewardTerm,
+from vardbio.campaign.config import compose_run_config
+from vardbio.reward import (Clip, InProcessEvaluator, OracleRuntime, Reward, RewardTerm,
                             build_reward, build_runtime, build_transform)
-from vardbio.reward.compose import RewardTermConfig
+from vardbio.reward.compose import RewardTermConfig, build_term
 from vardbio.reward.oracle import FunctionOracle
 from vardbio.registry import UnknownPluginError
 
@@ -151,6 +153,21 @@ def test_build_reward_from_config_dicts(tmp_path):
                                                          "cache": str(tmp_path / "c.sqlite")}))
     np.testing.assert_array_equal(again(smiles).values, out.values)
     assert again.ledger.total_calls == 0
+
+
+def test_a_transform_can_be_set_from_the_command_line_on_a_term_that_has_none():
+    """The campaign's term has no transform; `+campaign.reward.0.transform={...}` gives it
+    one (it used to stop with "'NoneType' object has no attribute 'get'"), the plain form is
+    refused by Hydra with the `+` form in its message, and an empty or null transform is none."""
+    plain = compose_run_config(["campaign=toy_linear"]).campaign.reward[0]
+    assert build_term(plain).transform is None
+    set_one = compose_run_config(["campaign=toy_linear", "+campaign.reward.0.transform={type: clip, low: -2.0}"])
+    term = build_term(set_one.campaign.reward[0])
+    assert isinstance(term.transform, Clip) and term.transform.low == -2.0
+    with pytest.raises(ConfigCompositionException, match=r"\+campaign\.reward\.0\.transform"):
+        compose_run_config(["campaign=toy_linear", "campaign.reward.0.transform={type: clip, low: -2.0}"])
+    cleared = compose_run_config(["campaign=toy_linear", "campaign.reward.0.transform=null"])
+    assert build_term(cleared.campaign.reward[0]).transform is None
 
 
 @pytest.mark.parametrize("terms,err,match", [

@@ -28,12 +28,17 @@ from vardbio.reward.transforms import build_transform
 @dataclass
 class RewardTermConfig:
     """One reward term: a registered oracle name, its constructor params, a weight, an
-    optional transform ({"type": ..., ...}) and an optional component name."""
+    optional transform ({"type": ..., ...}; empty or null: none, the raw score) and an
+    optional component name.
+
+    The transform defaults to an empty mapping rather than null so that a command-line
+    override can set one on a term that has none (`campaign.reward.0.transform={type: clip,
+    low: -2}`): OmegaConf cannot merge a mapping into a typed node that holds null."""
 
     oracle: str = "???"
     params: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0
-    transform: dict[str, Any] | None = None
+    transform: dict[str, Any] | None = field(default_factory=dict)
     name: str | None = None
 
 
@@ -95,11 +100,12 @@ def build_term(cfg: Mapping[str, Any] | Any, index: int = 0) -> RewardTerm:
         weight = float(d.get("weight", 1.0))
     except (TypeError, ValueError) as err:
         raise ValueError(f"reward term {index}: weight must be a number") from err
+    spec = d.get("transform") or None  # an empty mapping, like null, is no transform
     try:
-        transform = build_transform(d.get("transform"))
+        transform = None if spec is None else build_transform(spec)
     except ValueError as err:
         raise ValueError(f"reward term {index} ({oracle.name}): {err}") from err
-    return RewardTerm(oracle, weight, transform if d.get("transform") else None, d.get("name"))
+    return RewardTerm(oracle, weight, transform, d.get("name"))
 
 
 def build_runtime(cfg: Mapping[str, Any] | RuntimeConfig | None = None,
