@@ -32,7 +32,7 @@ from vardbio.model.evaluation import (DomainSummary, Evaluation, EvaluationOracl
                                       score_in_process)
 from vardbio.model.plugin import ModelPlugin, check_length
 from vardbio.model.training import pretrain_loop
-from vardbio.nn import TokenConvValueNet, TokenTransformer
+from vardbio.nn import TokenTransformer, token_value_net
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.value.heads import ValueHead
 
@@ -130,7 +130,10 @@ class ProteinSequencePlugin(ModelPlugin):
                               spec={"plugin": self.name, "options": spec_options})
 
     def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
-        return ValueHead(TokenConvValueNet(VOCAB, **options))
+        """options: `kind` 'conv' (the default), 'transformer' or 'denoiser' (a copy of the
+        reference denoiser's trunk; no PAD token here, so every position is pooled), then
+        that network's own options (vardbio.nn.token_value_net)."""
+        return ValueHead(token_value_net(model.denoiser, options, owner=self.name))
 
     def default_checkpoint(self, options: dict[str, Any]) -> Path:
         return WEIGHTS / "protein_sequence.pt"

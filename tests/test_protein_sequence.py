@@ -13,6 +13,8 @@ from vardbio import registry
 from vardbio.cli import main
 from vardbio.model.checkpoint import read_checkpoint
 from vardbio.model.evaluation import score_in_process
+from vardbio.value.fitting import ValueFitConfig, fit_value
+from vardbio.value.replay import ReplayBuffer
 from vardbio_models import protein_sequence as ps
 
 TINY = ps.plugin.test_options[0]
@@ -79,6 +81,32 @@ def test_value_head_ignores_padding_and_takes_relaxed_states():
     soft = torch.softmax(torch.randn(2, 9, 21), -1).requires_grad_(True)
     (grad,) = torch.autograd.grad(head(soft, t, mask).sum(), soft)
     assert grad[:, :6].abs().sum() > 0 and grad[0, 6:].abs().sum() == 0
+
+
+def test_denoiser_value_head_starts_from_the_trunk_and_fits():
+    """kind 'denoiser': the head copies the reference denoiser's trunk (held layers equal to
+    it), returns (B,) values on masked and relaxed states, and a short fit on forward-noised
+    designs moves its weights and gives a finite held-out R²."""
+    torch.manual_seed(0)
+    model = ps.plugin.build(TINY)
+    head = ps.plugin.value_head(model, {"kind": "denoiser", "train_layers": 0, "hidden": 16, "pool_heads": 2})
+    assert torch.equal(head.network.frozen[0].linear1.weight, model.denoiser.encoder.layers[0].linear1.weight)
+    g = torch.Generator().manual_seed(0)
+    x0 = model.rollout(48, g).final  # (48, 12, 21)
+    rewards = x0[..., ps.INDEX["L"]].sum(1).double().numpy()  # leucines per design
+    buffer = ReplayBuffer()
+    buffer.add(x0, None, rewards)
+    traj, times = buffer.noised(model.process, 4, g)
+    before = head.network.head[0].weight.detach().clone()
+    report = fit_value(head, traj, buffer.rewards, times, ValueFitConfig(epochs=3, patience=0, batch_size=64),
+                       generator=torch.Generator().manual_seed(0))
+    assert np.isfinite(report.r2) and not torch.equal(before, head.network.head[0].weight)
+    values = head(traj.states[2], torch.full((48,), times[2]))
+    assert values.shape == (48,) and torch.isfinite(values).all()
+    relaxed = torch.softmax(torch.randn(3, 12, 21), -1)
+    assert head(relaxed, torch.rand(3)).shape == (3,)
+    with pytest.raises(ValueError, match="protein_sequence value head kind 'gru'"):
+        ps.plugin.value_head(model, {"kind": "gru"})
 
 
 def test_naturalness_matches_a_direct_blocked_computation():

@@ -205,3 +205,26 @@ class DenoiserValueNet(nn.Module):
         heads = h.reshape(*h.shape[:2], self.pool_heads, -1)  # (B, L, heads, W / heads)
         pooled = (attention[..., None] * heads).sum(1).reshape(h.shape[0], -1)  # (B, W)
         return self.head(torch.cat([mean, pooled, tf], -1)).squeeze(-1)
+
+
+TOKEN_VALUE_KINDS = ("conv", "transformer", "denoiser")
+
+
+def token_value_net(denoiser: TokenTransformer, options: dict, pad_index: int | None = None,
+                    owner: str = "token") -> nn.Module:
+    """The value network that `options["kind"]` names, for a model whose denoiser is a
+    TokenTransformer over V tokens (states (B, L, V+1)): 'conv' (TokenConvValueNet, local
+    context; the default), 'transformer' (TokenTransformerValueNet, global context) or
+    'denoiser' (DenoiserValueNet: a copy of `denoiser`'s trunk, pooled over the positions
+    that are not `pad_index`). The other options go to that network. `owner` names the
+    plugin in the error for an unknown kind."""
+    options = dict(options)
+    kind = options.pop("kind", "conv")
+    vocab = denoiser.embed.in_features - 1
+    if kind == "conv":
+        return TokenConvValueNet(vocab, **options)
+    if kind == "transformer":
+        return TokenTransformerValueNet(vocab, denoiser.max_length, **options)
+    if kind == "denoiser":
+        return DenoiserValueNet(denoiser, pad_index=pad_index, **options)
+    raise ValueError(f"unknown {owner} value head kind '{kind}'; expected one of {', '.join(TOKEN_VALUE_KINDS)}")
