@@ -23,7 +23,7 @@ from vardbio.model.diffusion import DiffusionModel, Layout
 from vardbio.model.evaluation import DomainSummary, Evaluation, Metric, score_in_process
 from vardbio.model.plugin import ModelPlugin, split_options
 from vardbio.model.training import PretrainConfig, pretrain_loop
-from vardbio.nn import DenoiserValueNet, TokenConvValueNet, TokenTransformer, TokenTransformerValueNet
+from vardbio.nn import TokenTransformer, token_value_net
 from vardbio.processes.masked import MaskedDiffusion, MaskedDiffusionConfig
 from vardbio.value.heads import ValueHead
 from vardbio_models.molecule_string.data import StringDatasetParams, build_dataset
@@ -103,17 +103,7 @@ class MoleculeStringPlugin(ModelPlugin):
         (TokenTransformerValueNet: global context) or 'denoiser' (DenoiserValueNet: a copy of
         the reference denoiser's trunk, pooled over non-PAD tokens), then that network's own
         options."""
-        options = dict(options)
-        kind = options.pop("kind", "conv")
-        vocab = len(model.spec["options"]["tokens"]) + 1
-        if kind == "conv":
-            return ValueHead(TokenConvValueNet(vocab, **options))
-        if kind == "transformer":
-            return ValueHead(TokenTransformerValueNet(vocab, model.spec["options"]["max_length"], **options))
-        if kind == "denoiser":
-            return ValueHead(DenoiserValueNet(model.denoiser, pad_index=0, **options))
-        raise ValueError(f"unknown molecule_string value head kind '{kind}'; "
-                         "expected 'conv', 'transformer' or 'denoiser'")
+        return ValueHead(token_value_net(model.denoiser, options, pad_index=0, owner=self.name))
 
     def default_checkpoint(self, options: dict[str, Any]) -> Path:
         return WEIGHTS / "molecule_string.pt"
