@@ -15,14 +15,13 @@ import argparse
 import torch
 from rdkit.Chem import QED
 
-from vardbio_models.molecule import DecodeFailure, MoleculeSetValueNet, MoleculeValueNet, plugin
+from vardbio_models.molecule import DecodeFailure, MoleculeValueNet, plugin
 
 
 def labelled_samples(samples: int, checkpoint: str | None, seed: int, target: str):
-    """Final states (n, max_atoms, F), masks (n, max_atoms) and labels (n,) of fresh samples:
-    validity (1 or 0) of every sample, or QED of the valid ones."""
-    model = plugin.load({"repair_hydrogens": True}, checkpoint).eval()
-    width = int(model.spec["options"]["max_atoms"])
+    """The model, final states (n, D), node masks (n, max_atoms) and labels (n,) of fresh
+    samples: validity (1 or 0) of every sample, or QED of the valid ones."""
+    model = plugin.load({}, checkpoint).eval()
     generator = torch.Generator().manual_seed(seed)
     states, masks, labels = [], [], []
     with torch.no_grad():
@@ -36,10 +35,9 @@ def labelled_samples(samples: int, checkpoint: str | None, seed: int, target: st
             else:
                 keep = valid
                 labels += [QED.qed(d) for d, k in zip(designs, keep) if k]
-            pad = width - traj.final.shape[1]
-            states.append(torch.nn.functional.pad(traj.final, (0, 0, 0, pad))[keep])
-            masks.append(torch.nn.functional.pad(traj.mask, (0, pad))[keep])
-    return torch.cat(states), torch.cat(masks), torch.tensor(labels)
+            states.append(traj.final[keep])
+            masks.append(traj.mask[keep])
+    return model, torch.cat(states), torch.cat(masks), torch.tensor(labels)
 
 
 def r2(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -56,14 +54,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
-    x, mask, y = labelled_samples(args.samples, args.checkpoint, args.seed, args.target)
+    model, x, mask, y = labelled_samples(args.samples, args.checkpoint, args.seed, args.target)
     n_train = int(0.8 * len(y))
     train, test = slice(0, n_train), slice(n_train, len(y))
     target = (y - y[train].mean()) / y[train].std()
     t = torch.zeros(len(y))
     label = f"{y.mean():.1%} valid" if args.target == "validity" else f"valid ones, mean QED {y.mean():.3f}"
     print(f"{len(y)} samples ({label}); {n_train} for training, the rest held out")
-    for name, net in (("set", MoleculeSetValueNet(64, 2)), ("egnn", MoleculeValueNet(64, 3))):
+    for name, net in (("egnn", MoleculeValueNet(model.process, 64, 3)),):
         optimiser = torch.optim.Adam(net.parameters(), 2e-3)
         for epoch in range(args.epochs):
             for idx in torch.randperm(n_train).split(64):

@@ -157,3 +157,40 @@ def test_assert_equivariant_catches_broken_and_vacuous_claims():
         assert_equivariant(lambda y: y[..., 3:].sum((1, 2)), (x,))
     with pytest.raises(AssertionError, match="vacuous equivariance"):
         assert_equivariant(lambda y: 0 * y, (x,), output="equivariant", output_translated=())
+
+
+def test_assert_equivariant_permutes_the_pairs_of_a_joint_state():
+    """A packed joint state (coordinates, per-node and per-pair features): pair features
+    follow the pairs of the permuted nodes, so a function of the pairs that is symmetric in
+    i, j passes and one that reads a fixed pair slot, or the wrong pair order, does not."""
+    from vardbio.processes import GaussianProcessConfig, JointPart, JointProcess, JointProcessConfig
+    from vardbio.processes import MaskedDiffusionConfig
+    from vardbio.processes.joint import pack
+    from vardbio.testing import pair_permutation
+
+    n = 5
+    joint = JointProcess(JointProcessConfig([
+        JointPart("coords", GaussianProcessConfig(sampling_steps=4, schedule="linear", com_dims=3), (n, 3), "node"),
+        JointPart("bonds", MaskedDiffusionConfig(vocab_size=2, sampling_steps=4), (n * (n - 1) // 2, 3), "pair")]))
+    g = torch.Generator().manual_seed(0)
+    x = pack([torch.randn(2, n, 3, generator=g), torch.rand(2, n * (n - 1) // 2, 3, generator=g)])
+    mask = torch.ones(2, n)
+    mask[1, -1] = 0
+    i, j = torch.triu_indices(n, n, 1)
+
+    def energy(state, m):
+        """Σ_pairs w(bond features) · |r_ij| over the real pairs: invariant."""
+        parts = joint.split(state)
+        d = (parts["coords"][:, i] - parts["coords"][:, j]).norm(dim=-1)
+        return (parts["bonds"] @ torch.tensor([1.0, 2.0, 3.0]) * d * m[:, i] * m[:, j]).sum(1)
+
+    assert assert_equivariant(energy, (x, mask), mask=1, permute=True, joint=joint) < 1e-4
+    with pytest.raises(AssertionError, match="and permutations"):
+        assert_equivariant(lambda s, m: joint.split(s)["bonds"][:, 0, 0] * energy(s, m), (x, mask), mask=1,
+                           permute=True, joint=joint)
+    perm = torch.tensor([2, 0, 1, 4, 3])
+    order = pair_permutation(perm)
+    assert sorted(order.tolist()) == list(range(len(i)))
+    for q in range(len(i)):  # new pair q joins the old nodes perm[i_q], perm[j_q]
+        a, b = sorted((int(perm[i[q]]), int(perm[j[q]])))
+        assert (int(i[order[q]]), int(j[order[q]])) == (a, b)

@@ -19,6 +19,7 @@ from vardbio.geometry import random_rotations
 from vardbio.model.checkpoint import load_weights, save_model
 from vardbio.model.diffusion import DiffusionModel
 from vardbio.model.plugin import ModelPlugin
+from vardbio.processes.joint import JointProcess, pack, split_flat
 from vardbio.reward.oracle import Oracle
 
 
@@ -111,7 +112,7 @@ def assert_equivariant(fn: Callable[..., torch.Tensor], inputs: Sequence[Any], *
                        translated: Sequence[int] = (0,), output: str = "invariant",
                        output_translated: Sequence[int] | None = None, mask: int | None = None,
                        permute: bool = False, trials: int = 2, shift: float = 5.0, atol: float = 1e-4,
-                       seed: int = 0) -> float:
+                       seed: int = 0, joint: JointProcess | None = None, vector_part: str = "coords") -> float:
     """Assert that fn(*inputs) is invariant or equivariant to rotations and translations (and
     node permutations) of its state; returns the largest deviation found.
 
@@ -126,6 +127,12 @@ def assert_equivariant(fn: Callable[..., torch.Tensor], inputs: Sequence[Any], *
     rotation and one translation (standard deviation `shift`) per chain, and with `permute`
     one node permutation. The claim must not hold vacuously: an invariant output has to
     change when the vectors are stretched by 1.5, an equivariant one when it is rotated.
+
+    joint: for packed states of a JointProcess, inputs[0] is (B, D) and an equivariant
+    output is packed as the process's outputs (B, D_out); the part named `vector_part`
+    (nodes, 3·`vectors`) holds the 3-vectors; with `permute`, parts with a 'node' mask
+    follow the node permutation and parts with a 'pair' mask the permutation it induces on
+    the pairs i < j (their order in torch.triu_indices), so pair features must be symmetric.
     """
     if output not in ("invariant", "equivariant"):
         raise ValueError(f"output must be 'invariant' or 'equivariant', got '{output}'")
@@ -133,23 +140,31 @@ def assert_equivariant(fn: Callable[..., torch.Tensor], inputs: Sequence[Any], *
     g = torch.Generator().manual_seed(seed)
     x = inputs[0]
     node_mask = None if mask is None else inputs[mask]
+    if joint is not None and node_mask is None:
+        raise ValueError("a joint state needs the node mask: give its position in inputs as mask")
+    if joint is not None and vector_part not in [p.name for p in joint.parts]:
+        raise ValueError(f"joint process has no part '{vector_part}'; parts: {[p.name for p in joint.parts]}")
+    n = x.shape[1] if joint is None else node_mask.shape[1]
     worst = 0.0
     with torch.no_grad():
         out = fn(*inputs)
         for _ in range(trials):
             rot = random_rotations(x.shape[0], g, dtype=x.dtype)
             move = shift * torch.randn(x.shape[0], 1, 3, generator=g, dtype=x.dtype)
-            perm = torch.randperm(x.shape[1], generator=g) if permute else torch.arange(x.shape[1])
+            perm = torch.randperm(n, generator=g) if permute else torch.arange(n)
             args = list(inputs)
-            args[0] = _isometry(x, rot, move, vectors, translated, node_mask)[:, perm]
+            args[0] = _transform(x, rot, move, vectors, translated, node_mask, perm, joint, vector_part, False)
             if mask is not None:
                 args[mask] = node_mask[:, perm]
             moved = fn(*args)
             if output == "invariant":
                 expected = out
             else:
-                expected = _isometry(out, rot, move, vectors, out_translated, node_mask)[:, perm]
-                turned = float((expected - out[:, perm]).abs().max())
+                expected = _transform(out, rot, move, vectors, out_translated, node_mask, perm, joint, vector_part,
+                                      True)
+                unturned = _transform(out, torch.eye(3, dtype=x.dtype).expand_as(rot), 0 * move, vectors, (),
+                                      node_mask, perm, joint, vector_part, True)
+                turned = float((expected - unturned).abs().max())
                 assert turned > atol, f"vacuous equivariance: the output does not change when rotated ({turned:.2e})"
             error = float((moved - expected).abs().max())
             worst = max(worst, error)
@@ -158,10 +173,48 @@ def assert_equivariant(fn: Callable[..., torch.Tensor], inputs: Sequence[Any], *
         if output == "invariant":
             stretched = list(inputs)
             stretched[0] = x.clone()
-            stretched[0][..., : 3 * vectors] *= 1.5
+            if joint is None:
+                stretched[0][..., : 3 * vectors] *= 1.5
+            else:
+                parts = split_flat(stretched[0], joint.shapes)
+                parts[[p.name for p in joint.parts].index(vector_part)][..., : 3 * vectors] *= 1.5
+                stretched[0] = pack(parts)
             change = float((fn(*stretched) - out).abs().max())
             assert change > atol, f"vacuous invariance: the output ignores the geometry ({change:.2e})"
     return worst
+
+
+def pair_permutation(perm: torch.Tensor) -> torch.Tensor:
+    """The order (N(N-1)/2,) of the pairs i < j (torch.triu_indices order) after the node
+    permutation perm (N,) (new node a is old node perm[a]): new pair q is old pair
+    pair_permutation(perm)[q]."""
+    n = len(perm)
+    i, j = torch.triu_indices(n, n, 1)
+    index = torch.zeros(n, n, dtype=torch.long)
+    index[i, j] = torch.arange(len(i))
+    index = index + index.T
+    return index[perm[i], perm[j]]
+
+
+def _transform(x: torch.Tensor, rot: torch.Tensor, move: torch.Tensor, vectors: int, translated: Sequence[int],
+               mask: torch.Tensor | None, perm: torch.Tensor, joint: JointProcess | None, vector_part: str,
+               output: bool) -> torch.Tensor:
+    """States (B, N, F), or packed joint states (B, D) (outputs (B, D_out) when `output`),
+    moved by the isometry (see _isometry) and with their nodes, and a joint state's pairs,
+    reordered by perm (N,)."""
+    if joint is None:
+        return _isometry(x, rot, move, vectors, translated, mask)[:, perm]
+    shapes = joint.output_shapes if output else joint.shapes
+    moved = []
+    for part, tensor in zip(joint.parts, split_flat(x, shapes)):
+        if part.name == vector_part:
+            tensor = _isometry(tensor, rot, move, vectors, translated, mask)
+        if part.mask == "node":
+            tensor = tensor[:, perm]
+        elif part.mask == "pair":
+            tensor = tensor[:, pair_permutation(perm)]
+        moved.append(tensor)
+    return pack(moved)
 
 
 def _isometry(x: torch.Tensor, rot: torch.Tensor, move: torch.Tensor, vectors: int,

@@ -1,29 +1,30 @@
-"""3D small molecules: EDM-style joint diffusion of coordinates and atom types with an EGNN.
+"""3D small molecules: joint equivariant diffusion of coordinates, atom types and bond types.
 
-State: a point cloud x (B, N, F) with a node mask (B, N), N = `max_atoms` heavy atoms, F = 13
-features per atom (coordinates, one-hot element, one-hot hydrogen count; see `state`).
-Hydrogens are implicit in the state and added back at decode: this halves the number of
-nodes (and quarters the edges) relative to explicit-H diffusion, which is what makes
-training on one CPU core possible. Decode puts each heavy atom's predicted hydrogens in 3D
-(RDKit's AddHs with coordinates) and perceives bonds from the full 3D structure, hydrogens
-included, with rdDetermineBonds.
+State: one packed tensor (B, D) over N = `max_atoms` heavy-atom slots with a node mask
+(B, N), three parts on one clock (vardbio.processes.joint.JointProcess; see `state`):
+coordinates (N, 3) (Gaussian, zero centre of mass, ε-prediction), atom types (N, A+1)
+(element and formal charge, masked categorical) and kekulised bond types of the node pairs
+(N(N-1)/2, 5) (none, single, double, triple; masked categorical). Hydrogens are implicit
+and added back by valence when decoding.
 
-Noise: GaussianProcess with com_dims=3 (exact densities on the zero-CoM subspace), a
-linear schedule and ε-prediction. Denoiser: an EGNN of the core's layers; it is
-equivariant to rotations, translations and atom permutations; the value head (same layers,
-mean-pooled) is invariant to all three.
+Denoiser: an EGNN of the core's layers on the complete graph of the real atoms with an
+edge hidden state read from the noisy bonds; equivariant coordinates, invariant atom and
+bond logits (a symmetric pair head). Decoding builds the RDKit molecule from the predicted
+atoms and bonds (no distance-based bond perception) and keeps the coordinates as its
+conformer. The value network pools the same trunk and is invariant to rotations,
+translations and atom permutations.
 
 The package, by concern:
-    state      the state layout: encode_state, state_parts;
-    data       the curated MOSES set embedded in 3D, cached by its parameters;
-    networks   EGNN denoiser, value networks, atom-count prior;
-    decoding   bond perception, hydrogen repair, DecodeFailure, decode_molecules;
-    metrics    sample_quality (stability, validity, uniqueness, novelty, diversity);
+    state      the state layout and the joint process: molecule_process, encode_state;
+    data       the curated MOSES set embedded in 3D, as graphs, cached by its parameters;
+    networks   bonded EGNN denoiser, value network, atom-count prior;
+    decoding   graph -> RDKit molecule and back, DecodeFailure, MoleculeDecoder;
+    metrics    sample_quality (stability, validity, connected validity, uniqueness,
+               novelty, diversity), property_figures (QED, SA, MMFF strain);
     plugin     MoleculePlugin, registered as `vardbio_models.molecule:plugin`.
 
-Evaluate a checkpoint (sample quality as strict, covalent-radii and hydrogen-repair figures,
-novelty against its training set): `vardbio sample model=molecule n=1000 seed=1
-batch_size=250 [checkpoint=...] out_dir=...` writes the designs and sample_metrics.json.
+Evaluate a checkpoint: `vardbio sample model=molecule n=1000 seed=1 batch_size=250
+[checkpoint=...] out_dir=...` writes the designs and sample_metrics.json.
 
 Needs the `chem` extra (RDKit).
 """
@@ -40,23 +41,24 @@ from vardbio_models.molecule.data import (  # noqa: E402
     training_smiles,
 )
 from vardbio_models.molecule.decoding import (  # noqa: E402
-    DecodeFailure, MoleculeDecoder, Perceived, canonical, capped_connectivity, decode_molecules, perceive,
-    perceive_state, repair_hydrogens,
+    DecodeFailure, Decoded, MoleculeDecoder, build_molecule, canonical, decode_graphs, molecule_graph,
 )
-from vardbio_models.molecule.metrics import diversity, quality_report, sample_final_states, sample_quality  # noqa: E402
+from vardbio_models.molecule.metrics import (  # noqa: E402
+    diversity, property_figures, sample_final_states, sample_quality,
+)
 from vardbio_models.molecule.networks import (  # noqa: E402
-    EGNN, AtomCountPrior, EGNNDenoiser, MoleculeSetValueNet, MoleculeValueNet,
+    AtomCountPrior, BondedEGNN, MoleculeDenoiser, MoleculeValueNet, pair_index,
 )
 from vardbio_models.molecule.plugin import WEIGHTS, MoleculePlugin, plugin  # noqa: E402
 from vardbio_models.molecule.state import (  # noqa: E402
-    ELEMENTS, FEATURE_SCALE, H_COUNTS, NUM_FEATURES, encode_state, state_parts,
+    ATOM_TYPES, BOND_TYPES, LossWeights, MoleculeGraph, encode_state, molecule_process, num_pairs, state_graphs,
 )
 
 __all__ = [
-    "AtomCountPrior", "DatasetParams", "DecodeFailure", "EGNN", "EGNNDenoiser", "ELEMENTS", "FEATURE_SCALE",
-    "H_COUNTS", "MoleculeDataset", "MoleculeDecoder", "MoleculePlugin", "MoleculeSetValueNet",
-    "MoleculeValueNet", "NUM_FEATURES", "Perceived", "WEIGHTS", "atom_count_histogram", "build_dataset",
-    "canonical", "capped_connectivity", "decode_molecules", "diversity", "embed", "encode_state", "featurise",
-    "perceive", "perceive_state", "plugin", "quality_report", "read_smiles", "repair_hydrogens",
-    "sample_final_states", "sample_quality", "state_parts", "training_smiles",
+    "ATOM_TYPES", "AtomCountPrior", "BOND_TYPES", "BondedEGNN", "DatasetParams", "DecodeFailure", "Decoded",
+    "LossWeights", "MoleculeDataset", "MoleculeDecoder", "MoleculeDenoiser", "MoleculeGraph", "MoleculePlugin",
+    "MoleculeValueNet", "WEIGHTS", "atom_count_histogram", "build_dataset", "build_molecule", "canonical",
+    "decode_graphs", "diversity", "embed", "encode_state", "featurise", "molecule_graph", "molecule_process",
+    "num_pairs", "pair_index", "plugin", "property_figures", "read_smiles", "sample_final_states",
+    "sample_quality", "state_graphs", "training_smiles",
 ]

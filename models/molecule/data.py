@@ -1,6 +1,7 @@
 """The training set: curated MOSES SMILES (data/molecules/moses_small.smi, found through
-vardbio.data) embedded in 3D (ETKDGv3 + MMFF94), heavy atoms with their hydrogen counts,
-cached with the parameters that made it."""
+vardbio.data) embedded in 3D (ETKDGv3 + MMFF94), as heavy-atom graphs (coordinates, atom
+types, kekulised bond orders) that round-trip through decoding, cached with the parameters
+that made it."""
 from __future__ import annotations
 
 import hashlib
@@ -16,9 +17,10 @@ from rdkit import Chem, rdBase
 from rdkit.Chem import AllChem
 
 from vardbio.data import data_dir, data_path
-from vardbio_models.molecule.state import ELEMENTS, H_COUNTS, encode_state
+from vardbio_models.molecule.decoding import build_molecule, canonical, molecule_graph
+from vardbio_models.molecule.state import MoleculeGraph, encode_state, num_pairs
 
-DATASET_FORMAT = "moses-small-3d-1"
+DATASET_FORMAT = "moses-small-3d-bonds-1"
 
 
 @dataclass(frozen=True)
@@ -69,23 +71,17 @@ def atom_count_histogram(smiles_file: str, max_atoms: int) -> tuple[int, ...]:
     return tuple(counts)
 
 
-def featurise(mol: Chem.Mol, max_atoms: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Heavy-atom positions (n, 3), element indices (n,) and hydrogen counts (n,) of a 3D
-    molecule with explicit hydrogens; ValueError for elements or H counts out of range."""
-    heavy = [a for a in mol.GetAtoms() if a.GetAtomicNum() > 1]
-    if len(heavy) > max_atoms:
-        raise ValueError(f"{len(heavy)} heavy atoms > max_atoms={max_atoms}")
-    pos = mol.GetConformer().GetPositions()[[a.GetIdx() for a in heavy]]
-    elements, hcounts = [], []
-    for a in heavy:
-        if a.GetSymbol() not in ELEMENTS:
-            raise ValueError(f"element {a.GetSymbol()} not in {ELEMENTS}")
-        h = a.GetTotalNumHs(includeNeighbors=True)
-        if h not in H_COUNTS:
-            raise ValueError(f"atom with {h} hydrogens")
-        elements.append(ELEMENTS.index(a.GetSymbol()))
-        hcounts.append(h)
-    return pos, np.array(elements), np.array(hcounts)
+def featurise(mol: Chem.Mol, max_atoms: int) -> MoleculeGraph:
+    """The graph (positions, atom types, bond orders) of a 3D molecule, checked to decode
+    back to the same canonical SMILES; ValueError for more than max_atoms heavy atoms, an
+    atom type outside the vocabulary, or a graph that does not round-trip."""
+    graph = molecule_graph(mol)
+    if len(graph.atoms) > max_atoms:
+        raise ValueError(f"{len(graph.atoms)} heavy atoms > max_atoms={max_atoms}")
+    back = build_molecule(graph)
+    if back.mol is None or canonical(back.mol) != canonical(mol):
+        raise ValueError(f"the graph of {canonical(mol)} does not decode back to it ({back.reason})")
+    return graph
 
 
 def embed(smiles: str, seed: int, mmff_iterations: int) -> Chem.Mol:
@@ -101,12 +97,14 @@ def embed(smiles: str, seed: int, mmff_iterations: int) -> Chem.Mol:
 
 @dataclass
 class MoleculeDataset:
-    """Padded tensors of the processed set. positions: (M, N, 3) centred, Å; elements,
-    hcounts: (M, N) long; mask: (M, N) bool; smiles: M canonical non-isomeric SMILES."""
+    """Padded tensors of the processed set (N = max_atoms, P = N(N-1)/2). positions:
+    (M, N, 3) centred, Å; atoms: (M, N) long atom-type indices; bonds: (M, P) long bond
+    orders of the pairs i < j (torch.triu_indices order); mask: (M, N) bool; smiles: M
+    canonical non-isomeric SMILES."""
 
     positions: torch.Tensor
-    elements: torch.Tensor
-    hcounts: torch.Tensor
+    atoms: torch.Tensor
+    bonds: torch.Tensor
     mask: torch.Tensor
     smiles: list[str]
     record: dict[str, Any]
@@ -114,10 +112,11 @@ class MoleculeDataset:
     def __len__(self) -> int:
         return len(self.smiles)
 
-    def states(self, index: torch.Tensor) -> torch.Tensor:
-        """Model states (b, N, F) of molecules `index`, padding zero."""
-        return encode_state(self.positions[index], self.elements[index], self.hcounts[index],
-                            self.mask[index])
+    def states(self, index: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Packed model states (b, D) of molecules `index`, with `positions` (b, N, 3) in place
+        of the stored ones when given (e.g. rotated)."""
+        pos = self.positions[index] if positions is None else positions
+        return encode_state(pos, self.atoms[index], self.bonds[index], self.mask[index])
 
 
 def build_dataset(params: DatasetParams, cache: Path | None = None, log=print) -> MoleculeDataset:
@@ -126,7 +125,7 @@ def build_dataset(params: DatasetParams, cache: Path | None = None, log=print) -
     A cache made with different parameters (or another input file or RDKit) is rebuilt and
     overwritten, never silently reused.
     """
-    cache = cache or data_dir() / "molecules" / "processed" / "moses_small_3d.pt"
+    cache = cache or data_dir() / "molecules" / "processed" / "moses_small_3d_bonds.pt"
     record = params.record()
     if cache.is_file():
         blob = torch.load(cache, map_location="cpu", weights_only=False)
@@ -139,27 +138,30 @@ def build_dataset(params: DatasetParams, cache: Path | None = None, log=print) -
     smiles = [every[i] for i in chosen]
     n_max = params.max_atoms
     pos = torch.zeros(len(smiles), n_max, 3)
-    elements = torch.zeros(len(smiles), n_max, dtype=torch.long)
-    hcounts = torch.zeros(len(smiles), n_max, dtype=torch.long)
+    atoms = torch.zeros(len(smiles), n_max, dtype=torch.long)
+    bonds = torch.zeros(len(smiles), num_pairs(n_max), dtype=torch.long)
     mask = torch.zeros(len(smiles), n_max, dtype=torch.bool)
     kept, skipped = [], 0
+    i_idx, j_idx = torch.triu_indices(n_max, n_max, 1)
     started = time.perf_counter()
     for i, smi in enumerate(smiles):
         try:
-            p, e, h = featurise(embed(smi, params.seed + i, params.mmff_iterations), n_max)
+            graph = featurise(embed(smi, params.seed + i, params.mmff_iterations), n_max)
         except ValueError:
             skipped += 1
             continue
-        j, n = len(kept), len(e)
-        pos[j, :n] = torch.as_tensor(p - p.mean(0), dtype=torch.float32)
-        elements[j, :n] = torch.as_tensor(e)
-        hcounts[j, :n] = torch.as_tensor(h)
+        j, n = len(kept), len(graph.atoms)
+        pos[j, :n] = (graph.positions - graph.positions.mean(0)).float()
+        atoms[j, :n] = graph.atoms
+        dense = torch.zeros(n_max, n_max, dtype=torch.long)
+        dense[:n, :n] = graph.bonds
+        bonds[j] = dense[i_idx, j_idx]
         mask[j, :n] = True
         kept.append(Chem.MolToSmiles(Chem.MolFromSmiles(smi), isomericSmiles=False))
         if (i + 1) % 1000 == 0:
             log(f"embedded {i + 1}/{len(smiles)} molecules in {time.perf_counter() - started:.0f} s")
     m = len(kept)
-    tensors = {"positions": pos[:m], "elements": elements[:m], "hcounts": hcounts[:m], "mask": mask[:m]}
+    tensors = {"positions": pos[:m], "atoms": atoms[:m], "bonds": bonds[:m], "mask": mask[:m]}
     record = {**record, "skipped": skipped}
     cache.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"record": params.record(), "stats": record, "tensors": tensors, "smiles": kept}, cache)

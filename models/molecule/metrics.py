@@ -1,6 +1,6 @@
-"""Sample quality of 3D molecule generation: atom and molecule stability, validity,
-uniqueness, novelty and diversity, under the decoder's connectivity or stricter covalent
-radii, with or without hydrogen repair."""
+"""Sample quality of 3D molecule generation from predicted atoms and bonds: atom and molecule
+stability, validity, connected validity, uniqueness, novelty and diversity, plus the
+distributions of QED, SA and MMFF strain per heavy atom of the valid designs."""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -10,12 +10,15 @@ import torch
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
-from vardbio.geometry import cat_padded
 from vardbio.model.diffusion import DiffusionModel
-from vardbio_models.molecule.decoding import canonical, perceive_state
-from vardbio_models.molecule.state import state_parts
+from vardbio.model.evaluation import OracleScores
+from vardbio.processes.joint import JointProcess
+from vardbio_models.molecule.decoding import canonical, decode_graphs
 
 _MORGAN = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+
+PROPERTIES = {"qed": ("qed", {}), "sa": ("sa_score", {}), "strain": ("mmff_strain", {})}
+"""The property distributions reported for valid designs: name -> (oracle, params)."""
 
 
 def diversity(mols: Sequence[Chem.Mol]) -> float:
@@ -32,69 +35,66 @@ def diversity(mols: Sequence[Chem.Mol]) -> float:
     return total / pairs
 
 
-def sample_quality(states: torch.Tensor, mask: torch.Tensor | None,
-                   training_smiles: set[str] | None = None, connectivity: str = "capped",
-                   repair: bool = False) -> dict[str, Any]:
-    """The standard 3D-generation metrics on decoded samples.
+def sample_quality(process: JointProcess, states: torch.Tensor, mask: torch.Tensor,
+                   training_smiles: set[str] | None = None) -> dict[str, Any]:
+    """The standard 3D-generation metrics of final states (B, D) with node masks (B, N).
 
-    atom_stability: fraction of heavy atoms that are stable (see `perceive`: neutral and
-        closed-shell after bond perception with their predicted hydrogens; hydrogens are
-        implicit in the state, so this counts heavy atoms only);
-    molecule_stability: fraction of samples whose every atom is stable;
-    validity: fraction that RDKit sanitises (EDM's definition, fragments allowed);
-    valid_fraction: fraction that are usable designs (sanitised, one fragment, stable);
-    uniqueness: distinct canonical SMILES among the valid designs / valid designs;
-    novelty: fraction of the distinct valid SMILES not in the training set.
-    connectivity: 'capped' (what the decoder does) or 'radii' (stricter: see `perceive`);
-    repair: decode as a model with repair_hydrogens does (validity, valid_fraction,
-        uniqueness, novelty and diversity then count repaired molecules; `repaired` is
-        their fraction of all samples). Atom and molecule stability always use the
-        predicted hydrogens.
+    atom_stability: fraction of heavy atoms whose bond orders fit their type's valence
+        (MAX_VALENCE; hydrogens are implicit and fill the rest);
+    molecule_stability: fraction of samples whose every atom is stable and that sanitise;
+    validity: fraction that RDKit sanitises (fragments allowed, EDM's definition);
+    connected_validity: fraction that sanitise and are one fragment (= valid_fraction, the
+        designs oracles can score);
+    uniqueness: distinct canonical SMILES among the connected-valid / connected-valid;
+    novelty: fraction of those distinct SMILES not in the training set (when given);
+    diversity: mean pairwise Tanimoto distance of the connected-valid designs;
+    failure_reasons: count of each kind of failure.
     """
-    found = [perceive_state(*parts, connectivity=connectivity, repair=repair)
-             for parts in state_parts(states, mask)]
-    atoms = [s for p in found for s in p.atom_stable]
-    valid = [p.mol for p in found if p.reason is None]
-    smiles = [canonical(m) for m in valid]
-    unique = set(smiles)
+    found = decode_graphs(process, states, mask)
+    atoms = [s for d in found for s in d.atom_stable]
+    valid = [d.mol for d in found if d.reason is None]
+    unique = {canonical(m) for m in valid}
+    connected = len(valid) / max(len(found), 1)
     out: dict[str, Any] = {
         "samples": len(found),
         "atom_stability": float(np.mean(atoms)) if atoms else float("nan"),
-        "molecule_stability": float(np.mean([bool(p.atom_stable) and all(p.atom_stable) and p.mol is not None
-                                             and not p.repaired for p in found])),
-        "validity": float(np.mean([p.sanitised for p in found])),
-        "valid_fraction": len(valid) / max(len(found), 1),
+        "molecule_stability": float(np.mean([d.sanitised and all(d.atom_stable) for d in found])),
+        "validity": float(np.mean([d.sanitised for d in found])),
+        "connected_validity": connected,
+        "valid_fraction": connected,
         "uniqueness": len(unique) / len(valid) if valid else float("nan"),
         "diversity": diversity(valid),
-        "repaired": float(np.mean([p.repaired for p in found])) if found else float("nan"),
     }
     if training_smiles is not None:
         out["novelty"] = len(unique - training_smiles) / len(unique) if unique else float("nan")
     reasons: dict[str, int] = {}
-    for p in found:
-        if p.reason:
-            key = p.reason.split(":")[0]
+    for d in found:
+        if d.reason:
+            key = d.reason.split(":")[0] if not d.reason.endswith("fragments") else "fragments"
             reasons[key] = reasons.get(key, 0) + 1
     out["failure_reasons"] = reasons
     return out
 
 
-def quality_report(states: torch.Tensor, masks: torch.Tensor | None,
-                   training: set[str] | None = None) -> dict[str, Any]:
-    """sample_quality of final states (n, N, F) with masks (n, N), novelty against
-    `training` SMILES when given, plus the same figures with covalent-radii connectivity
-    (`radii_connectivity`) and with hydrogen repair (`with_hydrogen_repair`)."""
-    metrics = sample_quality(states, masks, training)
-    strict = sample_quality(states, masks, training, connectivity="radii")
-    metrics["radii_connectivity"] = {k: v for k, v in strict.items() if k != "failure_reasons"}
-    repaired = sample_quality(states, masks, training, repair=True)
-    metrics["with_hydrogen_repair"] = {k: v for k, v in repaired.items() if k != "failure_reasons"}
-    return metrics
+def property_figures(designs: Sequence[Any], score: OracleScores) -> dict[str, dict[str, float]]:
+    """Mean, median and quartiles of PROPERTIES over the designs an oracle scored (NaN-free):
+    {name: {"mean", "median", "q25", "q75", "scored"}}; `score` is the caller's oracle
+    runtime (EvaluationOracles.values in a campaign, score_in_process outside one)."""
+    out = {}
+    for name, (oracle, params) in PROPERTIES.items():
+        values = np.asarray(score(oracle, designs, params), dtype=float)
+        values = values[np.isfinite(values)]
+        out[name] = ({"mean": float(values.mean()), "median": float(np.median(values)),
+                      "q25": float(np.quantile(values, 0.25)), "q75": float(np.quantile(values, 0.75)),
+                      "scored": int(len(values))} if len(values) else
+                     {"mean": float("nan"), "median": float("nan"), "q25": float("nan"), "q75": float("nan"),
+                      "scored": 0})
+    return out
 
 
 @torch.no_grad()
 def sample_final_states(model: DiffusionModel, n: int, generator: torch.Generator,
                         batch: int = 250) -> tuple[torch.Tensor, torch.Tensor]:
-    """Final states (n, N, F) and masks (n, N) of n samples drawn in batches of `batch`."""
+    """Final states (n, D) and node masks (n, N) of n samples drawn in batches of `batch`."""
     parts = [model.rollout(min(batch, n - start), generator) for start in range(0, n, batch)]
-    return cat_padded([p.final for p in parts]), cat_padded([p.mask for p in parts])
+    return torch.cat([p.final for p in parts]), torch.cat([p.mask for p in parts])

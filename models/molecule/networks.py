@@ -1,8 +1,13 @@
-"""The molecule networks: an EGNN (Satorras et al. 2021) of the core's layers
-(vardbio.geometry.EGNNLayer) on an edge list fully connecting the atoms of each molecule,
-built with plain torch from the mask; the ε-prediction denoiser (equivariant to rotations,
-translations and atom permutations), two invariant value networks, and the atom-count prior
-that lays out samples. Parameter names are those the shipped weights were saved with."""
+"""The molecule networks: an EGNN of the core's layers (vardbio.geometry.EGNNLayer) on the
+complete graph of each molecule's real atoms (EdgeGraph.complete) that carries an edge
+hidden state read from the noisy bond types, the denoiser built on it (equivariant
+coordinates, invariant atom and bond logits), the invariant value network, and the
+atom-count prior that lays out samples.
+
+Every network reads the packed state (B, D) of vardbio_models.molecule.state through the
+process's split, accepts relaxed one-hots (VARD's straight-through Gumbel-softmax draws) as
+well as one-hots, and never reads padding: padded atoms are no nodes of the graph.
+"""
 from __future__ import annotations
 
 from typing import Sequence
@@ -13,124 +18,122 @@ from torch import nn
 from vardbio.geometry import EdgeGraph, EGNNLayer
 from vardbio.model.diffusion import Layout
 from vardbio.nn import TimeEmbedding, mlp
-from vardbio_models.molecule.state import FEATURE_SCALE, NUM_FEATURES
-
-# the parts of the shared EGNN layer under the names this network has always saved
-LAYER_NAMES = {"edge_i": "lin_i", "edge_j": "lin_j", "edge_e": "lin_d", "edge_mlp": "phi_e", "gate": "gate",
-               "node_mlp": "phi_h", "coord_mlp": "phi_x", "norm": "norm"}
+from vardbio.processes.joint import JointProcess
+from vardbio_models.molecule.state import NUM_ATOM_TYPES, NUM_BOND_TYPES
 
 
-def molecule_layer(hidden: int) -> EGNNLayer:
-    """The molecule EGNN layer: edge invariants |r_ij|² and the input's |r_ij|², gated
-    messages, LayerNorm before the node update, coordinate steps bounded as 15·tanh(·)."""
-    return EGNNLayer(hidden, edge_features=1, gate=True, edge_activation=True, norm=True, coord_scale=15.0,
-                     coord_bias=False, coord_init_gain=0.001, names=LAYER_NAMES)
+def pair_index(n: int) -> torch.Tensor:
+    """(n, n) long: the index of the unordered pair {i, j} in torch.triu_indices order
+    (symmetric; the diagonal, which is no pair, holds 0)."""
+    i, j = torch.triu_indices(n, n, 1)
+    table = torch.zeros(n, n, dtype=torch.long)
+    table[i, j] = torch.arange(len(i))
+    return table + table.T
 
 
-class EGNN(nn.Module):
-    """EGNN trunk on padded molecules: states (B, N, F), times (B,), mask (B, N) ->
-    hidden features (B, N, H) (invariant) and updated coordinates (B, N, 3) (equivariant)."""
+class BondedEGNN(nn.Module):
+    """EGNN trunk on packed molecule states.
 
-    def __init__(self, hidden: int, layers: int, time_dim: int = 16):
-        super().__init__()
-        self.time = TimeEmbedding(time_dim)
-        self.embed = nn.Linear(NUM_FEATURES - 3 + time_dim, hidden)
-        self.layers = nn.ModuleList(molecule_layer(hidden) for _ in range(layers))
+    Nodes start from the atom-type channels (mask token included) and the time; each
+    directed edge (target i, source j) starts from the noisy bond channels of pair {i, j}.
+    Each layer passes messages with the edge hidden state e_ij as edge feature, then updates
+    e_ij ← e_ij + φ([e_ij, h_i + h_j, ρ(|r_ij|)]), which keeps e symmetric and invariant;
+    ρ expands the distance in `rbf` Gaussians exp(-(d - μ_k)² / 0.5), μ_k from 0 to 8 Å
+    (bounded features: a raw |r_ij|² would magnify float32 rounding in the bond logits).
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None):
-        b, n, f = x_t.shape
-        if f != NUM_FEATURES:
-            raise ValueError(f"molecule states need {NUM_FEATURES} features per atom, got {f}")
-        if mask is None:
-            raise ValueError("molecule states need a node mask (B, N)")
-        mask = mask.bool()
-        m = mask.to(x_t.dtype).unsqueeze(-1)
-        pos = x_t[..., :3] * m
-        feats = x_t[..., 3:] / FEATURE_SCALE
-        temb = self.time(t).to(x_t.dtype).unsqueeze(1).expand(b, n, -1)
-        h = self.embed(torch.cat([feats, temb], -1)).reshape(b * n, -1)
-        x = pos.reshape(b * n, 3)
-        graph = EdgeGraph.complete(mask)
-        _, d0 = graph.displacements(x)  # the input's squared distances, an edge feature of every layer
-        for layer in self.layers:
-            h, x, _ = layer(h, x, d0, graph)
-        return h.reshape(b, n, -1), x.reshape(b, n, 3)
-
-
-class EGNNDenoiser(nn.Module):
-    """ε-prediction for molecule states: (B, N, F), (B,), (B, N) -> (B, N, F).
-
-    The coordinate part is the EGNN's displacement of the input coordinates (equivariant,
-    translation invariant); the feature part is a linear map of the invariant hidden state.
+    forward(x_t (B, D), t (B,), mask (B, N)) -> h (B, N, H) invariant node features,
+    x (B, N, 3) updated coordinates (equivariant), e (B, N, N, H) edge features (invariant,
+    symmetric, zero where i = j or an atom is padding).
     """
 
-    def __init__(self, hidden: int = 64, layers: int = 4):
+    def __init__(self, process: JointProcess, hidden: int = 64, layers: int = 4, time_dim: int = 16,
+                 rbf: int = 16):
         super().__init__()
-        self.trunk = EGNN(hidden, layers)
-        self.out = mlp([hidden, hidden, NUM_FEATURES - 3])
+        self.process = process
+        self.register_buffer("centres", torch.linspace(0.0, 8.0, rbf), persistent=False)
+        self.time = TimeEmbedding(time_dim)
+        self.embed = nn.Linear(NUM_ATOM_TYPES + 1 + time_dim, hidden)
+        self.edge_embed = nn.Linear(NUM_BOND_TYPES + 1, hidden)
+        self.layers = nn.ModuleList(
+            EGNNLayer(hidden, edge_features=hidden, gate=True, edge_activation=True, norm=True, coord_scale=15.0,
+                      coord_bias=False, coord_init_gain=0.001) for _ in range(layers))
+        self.edge_updates = nn.ModuleList(mlp([2 * hidden + rbf, hidden, hidden]) for _ in range(layers))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None):
+        if mask is None:
+            raise ValueError("molecule states need a node mask (B, N)")
+        parts = self.process.split(x_t)
+        coords, atoms, bonds = parts["coords"], parts["atoms"], parts["bonds"]
+        b, n, _ = coords.shape
+        real = mask.bool()
+        temb = self.time(t).to(x_t.dtype).unsqueeze(1).expand(b, n, -1)
+        h = self.embed(torch.cat([atoms, temb], -1)).reshape(b * n, -1)
+        x = (coords * real.unsqueeze(-1).to(x_t.dtype)).reshape(b * n, 3)
+        graph = EdgeGraph.complete(real)
+        mol, i, j = graph.target // n, graph.target % n, graph.source % n
+        e = self.edge_embed(bonds[mol, pair_index(n).to(x_t.device)[i, j]])  # (E, H)
+        for layer, update in zip(self.layers, self.edge_updates):
+            h, x, _ = layer(h, x, e, graph)
+            _, d2 = graph.displacements(x)
+            basis = torch.exp(-((d2 + 1e-8).sqrt() - self.centres.to(x.dtype)).pow(2) / 0.5)
+            e = e + update(torch.cat([e, graph.pair(h, h), basis], -1))
+        dense = e.new_zeros(b, n, n, e.shape[-1]).index_put((mol, i, j), e)
+        return h.reshape(b, n, -1), x.reshape(b, n, 3), dense
+
+
+class MoleculeDenoiser(nn.Module):
+    """The joint denoiser: x_t (B, D), t (B,), mask (B, N) -> packed outputs (B, D_out) in
+    the process's order: ε̂ of the coordinates (B, N, 3) (the trunk's displacement of the
+    input, equivariant and translation invariant, zero at padding), atom-type logits
+    (B, N, A) and bond-type logits (B, P, E) from a symmetric head on e_ij + e_ji of the
+    pairs i < j (both invariant)."""
+
+    def __init__(self, process: JointProcess, hidden: int = 64, layers: int = 4):
+        super().__init__()
+        self.trunk = BondedEGNN(process, hidden, layers)
+        self.atom_head = mlp([hidden, hidden, NUM_ATOM_TYPES])
+        self.bond_head = mlp([hidden, hidden, NUM_BOND_TYPES])
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        h, x = self.trunk(x_t, t, mask)
+        h, x, e = self.trunk(x_t, t, mask)
+        n = h.shape[1]
         m = mask.to(x_t.dtype).unsqueeze(-1)
-        return torch.cat([x - x_t[..., :3], self.out(h)], -1) * m
+        coords = self.trunk.process.split(x_t)["coords"]
+        i, j = torch.triu_indices(n, n, 1, device=x_t.device)
+        bonds = self.bond_head(e[:, i, j] + e[:, j, i])
+        return torch.cat([((x - coords) * m).flatten(1), self.atom_head(h).flatten(1), bonds.flatten(1)], 1)
 
 
 class MoleculeValueNet(nn.Module):
-    """Invariant value network: EGNN features mean-pooled over real atoms, then an MLP with
-    the time features: (B, N, F), (B,), (B, N) -> (B,)."""
+    """Invariant value network: the bonded trunk's node features and edge features, each
+    mean-pooled over the real atoms (pairs), then an MLP with the time features and the
+    atom count: x_t (B, D), t (B,), mask (B, N) -> (B,). Invariant to rotations,
+    translations and atom permutations."""
 
-    def __init__(self, hidden: int = 64, layers: int = 3, time_dim: int = 16):
+    def __init__(self, process: JointProcess, hidden: int = 64, layers: int = 3, time_dim: int = 16):
         super().__init__()
-        self.trunk = EGNN(hidden, layers)
+        self.trunk = BondedEGNN(process, hidden, layers)
         self.time = TimeEmbedding(time_dim)
-        self.head = mlp([hidden + time_dim + 1, hidden, hidden, 1])
+        self.head = mlp([2 * hidden + time_dim + 1, hidden, hidden, 1])
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        h, _ = self.trunk(x_t, t, mask)
-        m = mask.to(x_t.dtype).unsqueeze(-1)
-        count = m.sum(1)
-        pooled = (h * m).sum(1) / count.clamp(min=1)
-        size = count / 20.0
-        return self.head(torch.cat([pooled, self.time(t).to(x_t.dtype), size], -1)).squeeze(-1)
-
-
-class MoleculeSetValueNet(nn.Module):
-    """A small invariant value network (a Deep Set of atom environments): each atom is
-    described by its element and hydrogen features and radial-basis counts of its neighbours
-    (exp(-(d_ij - μ_k)² / 0.5), μ_k from 0.5 to 8 Å), mapped by an MLP, mean-pooled over
-    real atoms, and read out with the time features and the atom count:
-    (B, N, F), (B,), (B, N) -> (B,). Far fewer parameters than the EGNN head, which
-    matters when only a few dozen scored molecules are valid."""
-
-    def __init__(self, hidden: int = 32, layers: int = 2, time_dim: int = 16, rbf: int = 16):
-        super().__init__()
-        self.register_buffer("centres", torch.linspace(0.5, 8.0, rbf), persistent=False)
-        self.time = TimeEmbedding(time_dim)
-        self.atom = mlp([NUM_FEATURES - 3 + rbf] + [hidden] * layers)
-        self.head = mlp([hidden + time_dim + 1, hidden, 1])
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if mask is None:
-            raise ValueError("molecule states need a node mask (B, N)")
+        h, _, e = self.trunk(x_t, t, mask)
         m = mask.to(x_t.dtype)
-        pos = x_t[..., :3]
-        d = torch.cdist(pos, pos)  # (B, N, N)
-        pair = m.unsqueeze(1) * m.unsqueeze(2) * (1 - torch.eye(pos.shape[1], dtype=x_t.dtype))
-        basis = torch.exp(-(d.unsqueeze(-1) - self.centres).pow(2) / 0.5)  # (B, N, N, K)
-        env = (basis * pair.unsqueeze(-1)).sum(2)  # (B, N, K)
-        h = self.atom(torch.cat([x_t[..., 3:] / FEATURE_SCALE, env], -1))
         count = m.sum(1, keepdim=True)
-        pooled = (h * m.unsqueeze(-1)).sum(1) / count.clamp(min=1)
-        return self.head(torch.cat([pooled, self.time(t).to(x_t.dtype), count / 20.0], -1)).squeeze(-1)
+        nodes = (h * m.unsqueeze(-1)).sum(1) / count.clamp(min=1)
+        edges = e.sum((1, 2)) / (count * (count - 1)).clamp(min=1)
+        return self.head(torch.cat([nodes, edges, self.time(t).to(x_t.dtype), count / 20.0], -1)).squeeze(-1)
 
 
 class AtomCountPrior(nn.Module):
     """layout(n, generator): heavy-atom counts drawn from the training histogram (a buffer,
-    saved with the model), as masks over `max_atoms` slots."""
+    saved with the model), as node masks (n, N) over N = `max_atoms` slots, for packed
+    states (n, state_size)."""
 
-    def __init__(self, histogram: Sequence[int]):
+    def __init__(self, histogram: Sequence[int], state_size: int):
         super().__init__()
         self.register_buffer("counts", torch.as_tensor(list(histogram), dtype=torch.float64))
+        self.state_size = int(state_size)
 
     @property
     def max_atoms(self) -> int:
@@ -139,4 +142,4 @@ class AtomCountPrior(nn.Module):
     def forward(self, n: int, generator: torch.Generator | None = None) -> Layout:
         sizes = torch.multinomial(self.counts.float(), n, replacement=True, generator=generator)
         mask = torch.arange(self.max_atoms).unsqueeze(0) < sizes.unsqueeze(1)
-        return Layout((n, self.max_atoms, NUM_FEATURES), mask)
+        return Layout((n, self.state_size), mask)

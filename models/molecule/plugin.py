@@ -14,21 +14,21 @@ from rdkit import Chem
 from vardbio.geometry import random_rotations
 from vardbio.model.checkpoint import read_checkpoint, save_model
 from vardbio.model.diffusion import DiffusionModel
-from vardbio.model.evaluation import DomainSummary, Evaluation, Metric
+from vardbio.model.evaluation import DomainSummary, Evaluation, Metric, score_in_process
 from vardbio.model.plugin import ModelPlugin
 from vardbio.model.training import pretrain_loop
-from vardbio.processes.gaussian import GaussianProcess, GaussianProcessConfig
 from vardbio.value.heads import ValueHead
 from vardbio_models.molecule.data import DatasetParams, atom_count_histogram, build_dataset, training_smiles
 from vardbio_models.molecule.decoding import DecodeFailure, MoleculeDecoder, canonical
-from vardbio_models.molecule.metrics import quality_report, sample_final_states, sample_quality
-from vardbio_models.molecule.networks import AtomCountPrior, EGNNDenoiser, MoleculeSetValueNet, MoleculeValueNet
-from vardbio_models.molecule.state import encode_state
+from vardbio_models.molecule.metrics import property_figures, sample_final_states, sample_quality
+from vardbio_models.molecule.networks import AtomCountPrior, MoleculeDenoiser, MoleculeValueNet
+from vardbio_models.molecule.state import LossWeights, molecule_process
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 DEFAULTS = {"hidden": 64, "layers": 4, "max_atoms": 20, "num_train_steps": 1000, "schedule": "linear",
             "prediction": "eps", "sampling_steps": 50, "eta": 1.0,
-            "smiles_file": "molecules/moses_small.smi", "repair_hydrogens": False}
+            "smiles_file": "molecules/moses_small.smi", "coords_weight": 3.0, "atoms_weight": 0.4,
+            "bonds_weight": 2.0}
 ARCHITECTURE = ("hidden", "layers", "max_atoms", "num_train_steps", "schedule", "prediction")
 DATA = {"max_molecules": 10000, "eval_samples": 1000, "eval_batch": 250, "log": None, "dataset_cache": None}
 # the shared loop (PretrainConfig): a wall-clock budget, a constant learning rate unless
@@ -38,23 +38,32 @@ TRAINING = {"steps": 1_000_000, "minutes": 55.0, "batch_size": 64, "lr": 7e-4, "
 
 
 QUALITY_METRICS = {
-    "valid_fraction": {"label": "valid fraction (sanitised, one fragment, stable)", "units": "fraction of designs",
-                       "higher_is_better": True},
+    "connected_validity": {"label": "connected validity (sanitised, one fragment)", "units": "fraction of designs",
+                           "higher_is_better": True},
+    "validity": {"label": "validity (sanitised, fragments allowed)", "units": "fraction of designs",
+                 "higher_is_better": True},
     "diversity": {"label": "diversity (mean pairwise Tanimoto distance, Morgan radius 2)",
                   "units": "Tanimoto distance (0-1)", "higher_is_better": True},
     "uniqueness": {"label": "uniqueness (distinct SMILES among the valid)", "units": "fraction of valid designs",
                    "higher_is_better": True},
-    "atom_stability": {"label": "stable heavy atoms", "units": "fraction of atoms", "higher_is_better": True},
+    "atom_stability": {"label": "stable heavy atoms (bond orders within valence)", "units": "fraction of atoms",
+                       "higher_is_better": True},
     "molecule_stability": {"label": "molecules with every atom stable", "units": "fraction of designs",
                            "higher_is_better": True},
-    "repaired": {"label": "designs valid only after hydrogen repair", "units": "fraction of designs",
-                 "higher_is_better": False},
 }
 """How the summary describes the sample_quality figures (Metric's label, units, direction)."""
+PROPERTY_METRICS = {
+    "strain": {"label": "median MMFF94 strain of the valid designs", "units": "kcal/mol per heavy atom",
+               "higher_is_better": False},
+    "qed": {"label": "median QED of the valid designs", "units": "QED (0-1)", "higher_is_better": True},
+    "sa": {"label": "median SA score of the valid designs", "units": "SA (1-10)", "higher_is_better": False},
+}
+"""How the summary describes the median of each property_figures distribution."""
 
 
 class MoleculePlugin(ModelPlugin):
-    """3D small molecules (≤ 20 heavy atoms, C N O F S Cl, hydrogens implicit in the state)."""
+    """3D small molecules (≤ max_atoms heavy atoms, atom types of state.ATOM_TYPES, hydrogens
+    implicit): coordinates, atom types and kekulised bond types diffused jointly."""
 
     name = "molecule"
     gallery = {".sdf": "molecules"}
@@ -65,27 +74,28 @@ class MoleculePlugin(ModelPlugin):
         for key in ("hidden", "layers", "max_atoms", "sampling_steps"):
             if int(options[key]) < 1:
                 raise ValueError(f"molecule option {key} must be >= 1, got {options[key]}")
+        for key in ("coords_weight", "atoms_weight", "bonds_weight"):
+            if float(options[key]) < 0:
+                raise ValueError(f"molecule option {key} must be >= 0, got {options[key]}")
 
     def build(self, options: dict[str, Any]) -> DiffusionModel:
         opts = self.options(options)
-        process = GaussianProcess(GaussianProcessConfig.from_options(opts, com_dims=3))
-        denoiser = EGNNDenoiser(opts["hidden"], opts["layers"])
-        layout = AtomCountPrior(atom_count_histogram(opts["smiles_file"], opts["max_atoms"]))
+        weights = LossWeights(opts["coords_weight"], opts["atoms_weight"], opts["bonds_weight"])
+        process = molecule_process(opts["max_atoms"], opts["sampling_steps"], opts["num_train_steps"],
+                                   opts["schedule"], opts["prediction"], opts["eta"], weights)
+        denoiser = MoleculeDenoiser(process, opts["hidden"], opts["layers"])
+        layout = AtomCountPrior(atom_count_histogram(opts["smiles_file"], opts["max_atoms"]), process.state_size)
         architecture = {k: opts[k] for k in ARCHITECTURE}
-        return DiffusionModel(denoiser, process, layout, MoleculeDecoder(opts["repair_hydrogens"]),
+        return DiffusionModel(denoiser, process, layout, MoleculeDecoder(process),
                               spec={"plugin": self.name, "options": architecture})
 
     def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
-        """kind: 'egnn' (MoleculeValueNet, default) or 'set' (MoleculeSetValueNet); hidden, layers."""
-        unknown = set(options) - {"kind", "hidden", "layers"}
+        """MoleculeValueNet (the bonded trunk, pooled): hidden (default 64), layers (3)."""
+        unknown = set(options) - {"hidden", "layers"}
         if unknown:
-            raise ValueError(f"unknown molecule value-head options {sorted(unknown)}; valid: kind, hidden, layers")
-        kind = options.get("kind", "egnn")
-        if kind == "egnn":
-            return ValueHead(MoleculeValueNet(int(options.get("hidden", 64)), int(options.get("layers", 3))))
-        if kind == "set":
-            return ValueHead(MoleculeSetValueNet(int(options.get("hidden", 32)), int(options.get("layers", 2))))
-        raise ValueError(f"unknown molecule value-head kind '{kind}'; expected 'egnn' or 'set'")
+            raise ValueError(f"unknown molecule value-head options {sorted(unknown)}; valid: hidden, layers")
+        return ValueHead(MoleculeValueNet(model.process, int(options.get("hidden", 64)),
+                                          int(options.get("layers", 3))))
 
     def default_checkpoint(self, options: dict[str, Any]) -> Path:
         return WEIGHTS / "molecule.pt"
@@ -93,7 +103,8 @@ class MoleculePlugin(ModelPlugin):
     def pretrain(self, options: dict[str, Any], out_path: Path, seed: int) -> dict[str, Any]:
         """Train on the curated MOSES subset with the shared loop (by default under a
         wall-clock budget, `minutes`), each batch turned by uniform random rotations; ends
-        with the sample-quality metrics of `eval_samples` samples. Dataset messages and the
+        with the sample-quality metrics and property distributions (QED, SA, MMFF strain) of
+        `eval_samples` samples. Dataset messages and the
         final metrics go to `log` (default: the checkpoint path with .log)."""
         opts, data_opts, config = self.split(options)
         log_path = Path(data_opts["log"]) if data_opts["log"] else Path(out_path).with_suffix(".log")
@@ -116,14 +127,15 @@ class MoleculePlugin(ModelPlugin):
         def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
             idx = torch.randint(0, len(data), (config.batch_size,), generator=generator)
             pos = torch.einsum("bij,bnj->bni", random_rotations(len(idx), generator), data.positions[idx])
-            return encode_state(pos, data.elements[idx], data.hcounts[idx], data.mask[idx]), data.mask[idx]
+            return data.states(idx, pos), data.mask[idx]
 
         model, metrics = pretrain_loop(self.build(opts), batch, config, out_path, generator)
         eval_started = time.perf_counter()
         states, masks = sample_final_states(model, int(data_opts["eval_samples"]),
                                             torch.Generator().manual_seed(seed + 1), int(data_opts["eval_batch"]))
         metrics.update({
-            **sample_quality(states, masks, set(data.smiles)),
+            **sample_quality(model.process, states, masks, set(data.smiles)),
+            "properties": property_figures(model.decode(states, masks), score_in_process),
             "dataset_seconds": round(data_seconds, 1), "eval_seconds": round(time.perf_counter() - eval_started, 1),
             "dataset_molecules": len(data), "dataset": data.record, "options": opts, "data": data_opts,
             "seed": seed, "torch_threads": torch.get_num_threads(),
@@ -167,20 +179,26 @@ class MoleculePlugin(ModelPlugin):
         return [sdf, table]
 
     def summarize(self, evaluation: Evaluation) -> DomainSummary:
-        """valid_fraction, diversity, uniqueness, atom and molecule stability and the repaired
-        fraction of the final designs, with the reference's as initial values, as defined in
-        sample_quality (its valid_fraction, chemical validity, stands in for the core's)."""
-        repair = evaluation.model.decoder.repair
-        after, before = (sample_quality(d.states, d.mask, repair=repair) for d in (evaluation.final, evaluation.reference))
-        return DomainSummary([Metric(key, after[key], before[key], **QUALITY_METRICS[key]) for key in QUALITY_METRICS])
+        """The sample_quality figures of the final designs with the reference's as initial
+        values, and the median QED, SA and MMFF strain of the valid designs (scored through
+        the evaluation runtime)."""
+        process = evaluation.model.process
+        after, before = (sample_quality(process, d.states, d.mask) for d in (evaluation.final, evaluation.reference))
+        metrics = [Metric(key, after[key], before[key], **QUALITY_METRICS[key]) for key in QUALITY_METRICS]
+        props_after, props_before = (property_figures(d.designs, evaluation.oracles.values)
+                                     for d in (evaluation.final, evaluation.reference))
+        metrics += [Metric(f"{key}_median", props_after[key]["median"], props_before[key]["median"], **description)
+                    for key, description in PROPERTY_METRICS.items()]
+        return DomainSummary(metrics)
 
     def sample_metrics(self, model: DiffusionModel, final_states: torch.Tensor, mask: torch.Tensor | None,
                        checkpoint: Path) -> dict[str, Any]:
-        """`vardbio sample`'s sample_metrics.json: quality_report of the samples (strict,
-        covalent-radii connectivity and hydrogen repair), with novelty against the training
-        SMILES the checkpoint records (None when it records none), and the sampling steps."""
+        """`vardbio sample`'s sample_metrics.json: sample_quality of the samples with novelty
+        against the training SMILES the checkpoint records (None when it records none),
+        the property distributions of the valid designs, and the sampling steps."""
         extra = read_checkpoint(checkpoint).get("extra", {})
-        metrics = quality_report(final_states, mask, training_smiles(extra))
+        metrics = sample_quality(model.process, final_states, mask, training_smiles(extra))
+        metrics["properties"] = property_figures(model.decode(final_states, mask), score_in_process)
         metrics["sampling_steps"] = model.num_steps
         return metrics
 
