@@ -319,3 +319,68 @@ def test_molecule_qed_campaign_runs_end_to_end(tmp_path):
     assert 0.0 <= summary["valid_fraction"] <= 1.0 and "diversity_initial" in summary
     assert summary["value_nan_dropped"] > 0  # invalid designs were dropped, not scored 0
     assert json.loads((tmp_path / "summary.json").read_text())["campaign"] == "molecule_qed"
+
+
+def test_posebusters_figures_pass_good_conformers_and_name_the_failed_check(model, dataset):
+    """Decoded training molecules (ETKDG + MMFF conformers) pass every intramolecular check,
+    energy included; one with a bond stretched by 80 % fails `bond_lengths`; a decoding
+    failure counts among all samples only."""
+    from vardbio_models.molecule import posebusters_figures
+
+    designs = model.decode(dataset.states(torch.arange(3)), dataset.mask[:3])
+    stretched = Chem.Mol(designs[1])
+    bond = next(b for b in stretched.GetBonds() if b.GetBeginAtom().GetAtomicNum() > 1
+                and b.GetEndAtom().GetAtomicNum() > 1)
+    conf = stretched.GetConformer()
+    i, j = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
+    a, b = np.array(conf.GetAtomPosition(i)), np.array(conf.GetAtomPosition(j))
+    conf.SetAtomPosition(j, (b + 0.8 * (b - a)).tolist())
+    good = posebusters_figures(designs)
+    assert good["checked"] == 3 and good["pass_rate"] == 1.0 and good["energy_check"]
+    assert {"bond_lengths", "bond_angles", "internal_steric_clash", "aromatic_ring_flatness",
+            "internal_energy"} <= set(good["checks"])
+    out = posebusters_figures(designs + [stretched, DecodeFailure("no atoms")], energy=False)
+    assert out["samples"] == 5 and out["checked"] == 4 and "internal_energy" not in out["checks"]
+    assert out["pass_rate"] == 0.75 and out["pass_rate_all_samples"] == 0.6
+    assert out["checks"]["bond_lengths"] == 0.75 and out["checks"]["sanitization"] == 1.0
+    none = posebusters_figures([DecodeFailure("no atoms")])
+    assert none["checked"] == 0 and np.isnan(none["pass_rate"]) and none["pass_rate_all_samples"] == 0.0
+
+
+def test_eval_molecule_3d_script_on_tiny_checkpoints(smiles_file, tmp_path):
+    """scripts/eval_molecule_3d.py on two random-weight checkpoints: a final one recording
+    its training set and step count, a periodic one (_step<N>, no record) compared with the
+    former's training set; JSON, learning curve and design files; seeded, so the same
+    samples as sample_final_states and sample_quality give."""
+    import importlib.util
+
+    from vardbio.model.checkpoint import save_model
+    from vardbio_models.molecule import sample_final_states, training_smiles
+
+    spec = importlib.util.spec_from_file_location(
+        "eval_molecule_3d", Path(__file__).resolve().parents[1] / "scripts" / "eval_molecule_3d.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    torch.manual_seed(0)
+    tiny = plugin.build({**TINY, "smiles_file": str(smiles_file)})
+    record = DatasetParams(smiles_file=str(smiles_file), max_molecules=len(SMILES)).record()
+    final, periodic = tmp_path / "tiny.pt", tmp_path / "tiny_step3.pt"
+    save_model(tiny, final, pretrain_metrics={"total_train_steps": 7, "dataset": record})
+    save_model(tiny, periodic, pretrain_progress={"step": 3, "seconds": 1.0})
+    out, figure, sdf = tmp_path / "eval.json", tmp_path / "curve.png", tmp_path / "designs.sdf"
+    results = script.main([str(periodic), str(final), "--n", "5", "--batch", "3", "--seed", "2",
+                           "--sampling-steps", "6", "--no-energy", "--out", str(out), "--figure", str(figure),
+                           "--sdf", str(sdf)])
+    saved = json.loads(out.read_text())["checkpoints"]
+    assert [r["step"] for r in saved] == [3, 7] and [r["training_smiles_from"] for r in saved] == [str(final)] * 2
+    metrics = saved[1]["metrics"]
+    assert metrics["samples"] == 5 and "novelty" in metrics and set(metrics["properties"]) == {"qed", "sa", "strain"}
+    assert metrics["posebusters"]["samples"] == 5 and "posebusters_pass_all_samples" in metrics
+    assert saved[0]["training_set"]["molecules"] == len(SMILES) and 0 < saved[0]["training_set"]["qed"]["mean"] < 1
+    assert figure.stat().st_size > 0 and sdf.with_suffix(".csv").is_file()
+    loaded = plugin.load({"sampling_steps": 6}, final)
+    states, masks = sample_final_states(loaded, 5, torch.Generator().manual_seed(2), 3)
+    expected = sample_quality(loaded.process, states, masks, training_smiles({"pretrain_metrics": {"dataset": record}}))
+    assert results[1]["metrics"]["atom_stability"] == expected["atom_stability"]
+    assert results[1]["metrics"]["failure_reasons"] == expected["failure_reasons"]
+    assert plugin.sample_metrics(loaded, states, masks, final)["posebusters"]["samples"] == 5

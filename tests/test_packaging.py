@@ -113,7 +113,7 @@ def test_extras_name_what_they_install_and_test_pulls_all():
     (all_,) = extras["all"]
     for extra in ("chem", "docking", "protein", "image", "diffusers", "dask"):
         assert extra in all_[all_.index("[") + 1:-1].split(","), extra
-    wanted = {"chem": ["rdkit", "selfies", "fcd-torch"], "docking": ["vina", "meeko", "gemmi"],
+    wanted = {"chem": ["rdkit", "selfies", "fcd-torch", "posebusters"], "docking": ["vina", "meeko", "gemmi"],
               "protein": ["biopython", "pydssp", "pyhmmer"], "image": ["pillow", "scikit-learn"],
               "diffusers": ["diffusers"], "dask": ["dask[distributed]"]}
     for extra, packages in wanted.items():

@@ -20,13 +20,14 @@ The package, by concern:
     networks   bonded EGNN denoiser, value network, atom-count prior;
     decoding   graph -> RDKit molecule and back, DecodeFailure, MoleculeDecoder;
     metrics    sample_quality (stability, validity, connected validity, uniqueness,
-               novelty, diversity), property_figures (QED, SA, MMFF strain);
+               novelty, diversity), property_figures (QED, SA, MMFF strain),
+               posebusters_figures (PoseBusters' intramolecular checks);
     plugin     MoleculePlugin, registered as `vardbio_models.molecule:plugin`.
 
 Evaluate a checkpoint: `vardbio sample model=molecule n=1000 seed=1 batch_size=250
 [checkpoint=...] out_dir=...` writes the designs and sample_metrics.json.
 
-Needs the `chem` extra (RDKit).
+Needs the `chem` extra (RDKit; PoseBusters for posebusters_figures).
 """
 from vardbio.extras import require
 
@@ -44,7 +45,7 @@ from vardbio_models.molecule.decoding import (  # noqa: E402
     DecodeFailure, Decoded, MoleculeDecoder, build_molecule, canonical, decode_graphs, molecule_graph,
 )
 from vardbio_models.molecule.metrics import (  # noqa: E402
-    diversity, property_figures, sample_final_states, sample_quality,
+    diversity, posebusters_figures, property_figures, sample_final_states, sample_quality,
 )
 from vardbio_models.molecule.networks import (  # noqa: E402
     AtomCountPrior, BondedEGNN, MoleculeDenoiser, MoleculeValueNet, pair_index,
@@ -59,6 +60,6 @@ __all__ = [
     "LossWeights", "MoleculeDataset", "MoleculeDecoder", "MoleculeDenoiser", "MoleculeGraph", "MoleculePlugin",
     "MoleculeValueNet", "WEIGHTS", "atom_count_histogram", "build_dataset", "build_molecule", "canonical",
     "decode_graphs", "diversity", "embed", "encode_state", "featurise", "molecule_graph", "molecule_process",
-    "num_pairs", "pair_index", "plugin", "property_figures", "read_smiles", "sample_final_states",
+    "num_pairs", "pair_index", "plugin", "posebusters_figures", "property_figures", "read_smiles", "sample_final_states",
     "sample_quality", "state_graphs", "training_smiles",
 ]

@@ -1,15 +1,19 @@
 """Sample quality of 3D molecule generation from predicted atoms and bonds: atom and molecule
-stability, validity, connected validity, uniqueness, novelty and diversity, plus the
-distributions of QED, SA and MMFF strain per heavy atom of the valid designs."""
+stability, validity, connected validity, uniqueness, novelty and diversity, the
+distributions of QED, SA and MMFF strain per heavy atom of the valid designs, and the
+PoseBusters intramolecular checks of their conformers."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+import copy
+from functools import lru_cache
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from rdkit import Chem, DataStructs
 from rdkit.Chem import rdFingerprintGenerator
 
+from vardbio.extras import require
 from vardbio.model.diffusion import DiffusionModel
 from vardbio.model.evaluation import OracleScores
 from vardbio.processes.joint import JointProcess
@@ -76,12 +80,15 @@ def sample_quality(process: JointProcess, states: torch.Tensor, mask: torch.Tens
     return out
 
 
-def property_figures(designs: Sequence[Any], score: OracleScores) -> dict[str, dict[str, float]]:
-    """Mean, median and quartiles of PROPERTIES over the designs an oracle scored (NaN-free):
-    {name: {"mean", "median", "q25", "q75", "scored"}}; `score` is the caller's oracle
-    runtime (EvaluationOracles.values in a campaign, score_in_process outside one)."""
+def property_figures(designs: Sequence[Any], score: OracleScores,
+                     names: Iterable[str] | None = None) -> dict[str, dict[str, float]]:
+    """Mean, median and quartiles of PROPERTIES (or those `names` of them) over the designs
+    an oracle scored (NaN-free): {name: {"mean", "median", "q25", "q75", "scored"}}; `score`
+    is the caller's oracle runtime (EvaluationOracles.values in a campaign,
+    score_in_process outside one)."""
     out = {}
-    for name, (oracle, params) in PROPERTIES.items():
+    for name in PROPERTIES if names is None else names:
+        oracle, params = PROPERTIES[name]
         values = np.asarray(score(oracle, designs, params), dtype=float)
         values = values[np.isfinite(values)]
         out[name] = ({"mean": float(values.mean()), "median": float(np.median(values)),
@@ -89,6 +96,113 @@ def property_figures(designs: Sequence[Any], score: OracleScores) -> dict[str, d
                       "scored": int(len(values))} if len(values) else
                      {"mean": float("nan"), "median": float("nan"), "q25": float("nan"), "q75": float("nan"),
                       "scored": 0})
+    return out
+
+
+ENERGY_CHECK = "internal_energy"
+"""The column PoseBusters names its energy-ratio check ("Internal energy", lower-cased)."""
+
+
+@lru_cache(maxsize=4)
+def _posebusters_config(energy: bool, threads: int) -> dict[str, Any]:
+    """PoseBusters' own "mol" configuration (the intramolecular checks) with only the modules
+    whose outcome it reports (its file lists the energy-ratio module twice, once unreported):
+    every check but the energy ratio (energy False), or the energy ratio alone (energy True)
+    with its conformer ensemble on `threads` threads (its default, 0, takes every core)."""
+    busters = require("posebusters", extra="chem", what="the PoseBusters checks of 3D molecules")
+    config = copy.deepcopy(busters.PoseBusters("mol").config)
+    modules = []
+    for module in config["modules"]:
+        if not module.get("chosen_binary_test_output") or (module["function"] == "energy_ratio") != energy:
+            continue
+        if energy:
+            module["parameters"] = {**module.get("parameters", {}), "num_threads": threads}
+        modules.append(module)
+    config["modules"] = modules
+    return config
+
+
+def _bust(config: dict[str, Any], mols: list[Chem.Mol]) -> Any:
+    """PoseBusters' table of the molecules under `config` (also run in the energy worker)."""
+    from posebusters import PoseBusters
+
+    return PoseBusters(config).bust(mols)
+
+
+def _energy_passes(mols: list[Chem.Mol], threads: int, seconds: float, progress: bool) -> tuple[list[Any], int]:
+    """(PoseBusters' energy-ratio outcome of each molecule: True, False or NaN, the number cut
+    off). The check embeds 50 ETKDG conformers, which on a strained design (bridged small
+    rings) can run for minutes, so each molecule runs in a worker process stopped after
+    `seconds` (outcome NaN) and replaced."""
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    config = _posebusters_config(True, threads)
+    # fork: a spawned worker would re-run the caller's __main__ (a script without a main
+    # guard would recurse); the worker runs RDKit only, never torch's thread pool
+    context = multiprocessing.get_context("fork")
+    outcomes: list[Any] = []
+    timeouts, pool = 0, None
+    try:
+        for mol in tqdm(mols, desc="posebusters energy", unit="mol", disable=not progress):
+            if pool is None:
+                pool = context.Pool(1)
+            job = pool.apply_async(_bust, (config, [mol]))
+            try:
+                outcomes.append(job.get(seconds).iloc[0, 0])
+            except multiprocessing.TimeoutError:
+                pool.terminate()
+                pool, timeouts = None, timeouts + 1
+                outcomes.append(float("nan"))
+    finally:
+        if pool is not None:
+            pool.terminate()
+    return outcomes, timeouts
+
+
+def posebusters_figures(designs: Sequence[Any], energy: bool = True, threads: int = 1, progress: bool = False,
+                        energy_seconds: float = 10.0) -> dict[str, Any]:
+    """PoseBusters' intramolecular checks ("mol" configuration: sanitisation, InChI, one
+    fragment, no radicals, bond lengths, bond angles, internal clashes, aromatic ring and
+    double bond flatness, non-aromatic ring non-flatness, internal energy) of the designs
+    that are RDKit molecules with a 3D conformer; anything else (a DecodeFailure) fails every
+    check. Each molecule is checked as heavy atoms with implicit hydrogens (Chem.RemoveHs):
+    the distance-geometry checks ignore hydrogens, and the energy check adds the hydrogens
+    itself and relaxes them with UFF before comparing the conformer's UFF energy with the
+    mean of 50 relaxed ETKDG conformers (ratio ≤ 100 passes); explicit hydrogens placed by
+    decoding would be scored where they were put. A check PoseBusters cannot decide (NaN:
+    the energy when UFF lacks parameters or the check ran past `energy_seconds`) counts as
+    failed and is counted in `undecided` (`energy_timeouts` of them cut off). energy=False
+    skips the energy check (the slowest, ~0.1-1 s a molecule, run in a worker process);
+    progress shows bars.
+
+    Returns {"samples": all designs, "checked": the molecules checked,
+    "pass_rate": fraction of the checked molecules passing every check,
+    "pass_rate_all_samples": molecules passing every check / all designs,
+    "checks": {check: pass rate over the checked molecules},
+    "undecided": {check: molecules it could not decide}, "energy_check", "energy_timeouts"}
+    (rates NaN with nothing checked)."""
+    mols = [Chem.RemoveHs(d) for d in designs if isinstance(d, Chem.Mol) and d.GetNumConformers()]
+    out: dict[str, Any] = {"samples": len(designs), "checked": len(mols), "pass_rate": float("nan"),
+                           "pass_rate_all_samples": 0.0 if designs else float("nan"), "checks": {},
+                           "undecided": {}, "energy_check": energy, "energy_timeouts": 0}
+    if not mols:
+        return out
+    import pandas as pd
+    from tqdm import tqdm
+
+    config = _posebusters_config(False, threads)
+    chunks = range(0, len(mols), 20)
+    table = pd.concat([_bust(config, mols[i:i + 20]) for i in tqdm(chunks, desc="posebusters", unit="x20",
+                                                                    disable=not progress)])
+    if energy:
+        table[ENERGY_CHECK], out["energy_timeouts"] = _energy_passes(mols, threads, energy_seconds, progress)
+    passed = table.astype(object).where(table.notna(), False).astype(bool)  # undecided counts as failed
+    every = passed.all(axis=1)
+    out.update(pass_rate=float(every.mean()), pass_rate_all_samples=float(every.sum()) / len(designs),
+               checks={c: float(passed[c].mean()) for c in table.columns},
+               undecided={c: int(table[c].isna().sum()) for c in table.columns})
     return out
 
 
