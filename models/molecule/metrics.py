@@ -10,7 +10,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
-from rdkit import Chem, DataStructs
+from rdkit import Chem, DataStructs, RDLogger
 from rdkit.Chem import rdFingerprintGenerator
 
 from vardbio.extras import require
@@ -126,7 +126,9 @@ def _bust(config: dict[str, Any], mols: list[Chem.Mol]) -> Any:
     """PoseBusters' table of the molecules under `config` (also run in the energy worker)."""
     from posebusters import PoseBusters
 
-    return PoseBusters(config).bust(mols)
+    table = PoseBusters(config).bust(mols)
+    RDLogger.DisableLog("rdApp.*")  # its sanity checks enable RDKit's log, which the package disables
+    return table
 
 
 def _energy_passes(mols: list[Chem.Mol], threads: int, seconds: float, progress: bool) -> tuple[list[Any], int]:
