@@ -188,8 +188,9 @@ class MoleculePlugin(ModelPlugin):
 
     def summarize(self, evaluation: Evaluation) -> DomainSummary:
         """The sample_quality figures of the final designs with the reference's as initial
-        values, and the median QED, SA and MMFF strain of the valid designs (scored through
-        the evaluation runtime)."""
+        values, the median QED, SA and MMFF strain of the valid designs (scored through the
+        evaluation runtime), and their PoseBusters pass rate without the energy-ratio check
+        (the slow one: scripts/eval_molecule_3d.py runs it)."""
         process = evaluation.model.process
         after, before = (sample_quality(process, d.states, d.mask) for d in (evaluation.final, evaluation.reference))
         metrics = [Metric(key, after[key], before[key], **QUALITY_METRICS[key]) for key in QUALITY_METRICS]
@@ -197,6 +198,11 @@ class MoleculePlugin(ModelPlugin):
                                      for d in (evaluation.final, evaluation.reference))
         metrics += [Metric(f"{key}_median", props_after[key]["median"], props_before[key]["median"], **description)
                     for key, description in PROPERTY_METRICS.items()]
+        busted_after, busted_before = (posebusters_figures(d.designs, energy=False)
+                                       for d in (evaluation.final, evaluation.reference))
+        metrics.append(Metric("posebusters_pass", busted_after["pass_rate"], busted_before["pass_rate"],
+                              label="PoseBusters pass rate (intramolecular checks but the energy ratio)",
+                              units="fraction of valid designs", higher_is_better=True))
         return DomainSummary(metrics)
 
     def sample_metrics(self, model: DiffusionModel, final_states: torch.Tensor, mask: torch.Tensor | None,
