@@ -46,6 +46,7 @@ WORKER = textwrap.dedent('''
     torch.save(camp.model.state_dict(), os.path.join(spies, f"weights{rank}.pt"))
     with open(os.path.join(spies, f"rank{rank}.json"), "w") as fh:
         json.dump({"rc": rc, "world": camp.dist.world_size, **counts,
+                   "group_open": torch.distributed.is_initialized(),
                    "ledger_calls": camp.reward.ledger.total_calls}, fh)
 ''')
 
@@ -76,6 +77,8 @@ def test_two_processes_score_each_design_once_and_agree(tmp_path):
         "algorithm.value_samples=96", "algorithm.batch_size=16"])
     summary = json.loads((out / "summary.json").read_text())
     assert [r["world"] for r in ranks] == [2, 2] and all(r["rc"] == 0 for r in ranks)
+    # the run ends its process group: one left to interpreter exit can abort a finished run
+    assert not any(r["group_open"] for r in ranks)
     assert summary["processes"] == 2
     # every design scored once, by the main process: 96 for the value fit, 64 + 64 evaluations
     assert summary["oracle_calls"] == 96 and summary["eval_oracle_calls"] == 128

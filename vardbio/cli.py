@@ -122,6 +122,7 @@ def _dispatch(command: str, cfg: DictConfig, force: bool = False) -> int:
         from vardbio.campaign.trainer import Trainer
         trainer = Trainer.from_config(to_run_config(cfg), force=force)
         summary = trainer.train()
+        trainer.dist.close()
         if int(os.environ.get("RANK", "0")) == 0:  # once, under `accelerate launch`
             if trainer.finished_before:
                 print(f"{trainer.out_dir} holds this finished run: its summary again, without an oracle call "

@@ -73,6 +73,14 @@ class Distributed(Collective):
         if self.world_size > 1:
             self.accelerator.wait_for_everyone()
 
+    def close(self) -> None:
+        """End the process group once every process is done with it. Call after a run that
+        succeeded on every process: a group left to the interpreter's exit can abort the
+        process (gloo's worker threads outliving Python), failing a finished run."""
+        if self.world_size > 1 and torch.distributed.is_initialized():
+            self.barrier()
+            torch.distributed.destroy_process_group()
+
     def gather_objects(self, obj: Any) -> list[Any]:
         """[obj of rank 0, obj of rank 1, ...] on every process."""
         if self.world_size == 1:
