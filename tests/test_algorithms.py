@@ -141,3 +141,35 @@ def test_budgets_count_one_call_per_oracle_term():
     ctx.reward.terms.append(RewardTerm(FunctionOracle(lambda x: float(x[0]), "first")))
     VARD(_quick_vard(), ctx).setup()  # asks for 64 designs, the budget pays for 50
     assert ctx.reward.ledger.total_calls == 100
+
+
+@pytest.mark.parametrize("lr, kept_updates", [(0.003, 4), (0.05, 0)])  # 0.05 blows the model up
+def test_vard_keep_best_ends_with_the_weights_whose_designs_scored_best(lr, kept_updates):
+    ctx = _context()
+    algo = VARD(VARDConfig(beta=0.5, batch_size=16, value_samples=64, lr=lr, value=ValueFitConfig(epochs=5),
+                           refresh_every=2, refresh_samples=32, keep_best=True), ctx)
+    reports = {0: algo.setup()["value_fit"]}
+    weights = {0: {k: v.clone() for k, v in ctx.model.denoiser.state_dict().items()}}
+    for i in range(5):
+        if i in (2, 4):
+            weights[i] = {k: v.clone() for k, v in ctx.model.denoiser.state_dict().items()}
+        algo.iteration(i)
+        if i in (2, 4):
+            reports[i] = algo.last_fit.as_dict()
+    assert reports[0]["designs_path_kl"] == 0.0
+    assert all(reports[i]["designs_path_kl"] > 0 for i in (2, 4)), "the fine-tuned model has moved"
+    objective = {i: r["designs_reward_mean"] - 0.5 * r["designs_path_kl"] for i, r in reports.items()}
+    kept = max(objective, key=objective.get)
+    assert kept == kept_updates
+    final = algo.final_samples(8, torch.Generator().manual_seed(1))
+    assert final.summary_entries["kept_weights"]["updates"] == kept
+    assert final.summary_entries["kept_weights"]["estimated_objective"] == pytest.approx(objective[kept])
+    assert all(torch.equal(v, weights[kept][k]) for k, v in ctx.model.denoiser.state_dict().items())
+    resumed = VARD(_quick_vard(refresh_every=2, refresh_samples=32, keep_best=True), _context())
+    resumed.load_state_dict(algo.state_dict())
+    assert resumed.best["updates"] == kept
+
+
+def test_vard_keep_best_without_refreshes_is_refused():
+    with pytest.raises(ValueError, match="keep_best.*refresh_every"):
+        _quick_vard(keep_best=True)

@@ -232,3 +232,16 @@ def test_value_head_on_the_denoised_estimate_runs_a_campaign(tmp_path):
     assert main(["run", *_small(out, "+campaign.model.value_head.input=denoised")]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["value_r2"] > 0.1 and summary["reward_final"]["mean"] > summary["reward_initial"]["mean"] + 0.5
+
+
+def test_keep_best_reports_and_saves_the_kept_weights(tmp_path):
+    out = tmp_path / "keep_best"
+    assert main(["run", *_small(out, "campaign.oracle_budget=320", "algorithm.refresh_every=2",
+                                "algorithm.refresh_samples=32", "algorithm.keep_best=true")]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    kept = summary["kept_weights"]
+    assert kept["updates"] in (0, 2, 4) and summary["oracle_calls"] == 256 + 2 * 32
+    saved = read_checkpoint(out / "model_final.pt")["state_dict"]
+    best = torch.load(out / "checkpoints" / "last.pt", weights_only=False)["algorithm"]["best"]
+    assert best["updates"] == kept["updates"]
+    assert all(torch.equal(saved[f"denoiser.{k}"], v) for k, v in best["weights"].items())

@@ -74,6 +74,7 @@ class FinalSamples:
     inference: for methods that change no weights (they pay at sampling time instead), what
         sampling one design cost and measured, e.g. denoiser_calls_per_design (None: plain
         sampling); the summary records it as `inference`.
+    summary_entries: further summary.json entries the algorithm reports about its result.
     """
 
     states: torch.Tensor
@@ -81,6 +82,7 @@ class FinalSamples:
     kl: torch.Tensor
     kl_note: str
     inference: dict[str, Any] | None = None
+    summary_entries: dict[str, Any] = field(default_factory=dict)
 
 
 class Algorithm(ABC):

@@ -9,6 +9,7 @@ head is refreshed (every `refresh_every` iterations, on samples of the current m
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from vardbio.algorithms.base import (
-    Algorithm, AlgorithmContext, affordable_designs, choose_steps, rollout_in_chunks, score_trajectory,
+    Algorithm, AlgorithmContext, FinalSamples, affordable_designs, choose_steps, rollout_in_chunks, score_trajectory,
 )
 from vardbio.model.diffusion import DiffusionModel, path_log_ratio
 from vardbio.processes.gaussian import GaussianProcess
@@ -48,6 +49,11 @@ class VARDConfig:
         (vardbio.value.replay). With refresh_every > 0 this is the budgeted loop sample →
         score → refit → fine-tune.
     replay_capacity: most recent designs the replay keeps (0 = all).
+    keep_best: end with the weights whose freshly scored designs had the highest estimated
+        objective, mean reward − β · mean path KL: the reference's (its value-fit designs,
+        KL 0) or the model's at one of the refreshes (needs refresh_every > 0). Updates
+        after the last refresh are never scored, so they are kept only if it scored best.
+        The final evaluation samples the kept weights afresh.
     """
 
     beta: float = 0.1
@@ -63,6 +69,7 @@ class VARDConfig:
     value_data: str = "rollouts"
     replay_levels: int = 16
     replay_capacity: int = 0
+    keep_best: bool = False
 
     def __post_init__(self) -> None:
         if self.value_data not in VALUE_DATA:
@@ -77,6 +84,8 @@ class VARDConfig:
             raise ValueError("steps_per_update and refresh_every must be >= 0")
         if not (self.lr > 0 and self.max_grad_norm > 0):
             raise ValueError(f"lr and max_grad_norm must be > 0, got lr={self.lr}, max_grad_norm={self.max_grad_norm}")
+        if self.keep_best and not self.refresh_every:
+            raise ValueError("keep_best compares the refreshes' scored designs: set refresh_every > 0")
         if self.rollout_chunk < 1 or self.refresh_samples < (2 if self.refresh_every else 0):
             raise ValueError(f"rollout_chunk must be >= 1 and refresh_samples >= 2 when refreshing, got "
                              f"rollout_chunk={self.rollout_chunk}, refresh_samples={self.refresh_samples}")
@@ -99,6 +108,9 @@ class VARD(Algorithm):
         self.optimiser = torch.optim.Adam(ctx.model.denoiser.parameters(), lr=config.lr)
         self.times = [process.time(k) for k in range(process.num_steps + 1)]
         self.replay = ReplayBuffer(config.replay_capacity)
+        # keep_best: the best estimated objective so far, the update count of its weights
+        # (0 = the reference's) and a CPU copy of them
+        self.best: dict[str, Any] | None = None
 
     @property
     def kl_weight(self) -> float:
@@ -109,16 +121,22 @@ class VARD(Algorithm):
 
     def setup(self) -> dict[str, Any]:
         n = affordable_designs(self.ctx.reward, self.config.value_samples)
-        report = self._fit_value(self.ctx.reference, n)
+        report = self._fit_value(self.ctx.reference, n, updates=0)
         return {"value_fit": report.as_dict()}
 
-    def _fit_value(self, sampler, n: int):
-        """Score n rollouts of `sampler` and fit the value head on them."""
+    def _fit_value(self, sampler: DiffusionModel, n: int, updates: int) -> ValueFitReport:
+        """Score n rollouts of `sampler` (the model after `updates` updates) and fit the value
+        head on them; with keep_best, keep the weights if their designs scored best so far."""
         cfg = self.config
         replay = self.replay if cfg.value_data == "replay" else None
         report = fit_value_on_rollouts(self.ctx, self.value_head, sampler, n, cfg.value, cfg.beta,
                                        cfg.rollout_chunk, replay, cfg.replay_levels)
         self.last_fit = report
+        if cfg.keep_best:
+            objective = report.designs_reward_mean - cfg.beta * report.designs_path_kl
+            if self.best is None or objective > self.best["objective"]:
+                weights = {k: v.detach().cpu().clone() for k, v in _unwrapped(self.ctx.model.denoiser).state_dict().items()}
+                self.best = {"objective": objective, "updates": updates, "weights": weights}
         return report
 
     def iteration(self, index: int) -> dict[str, float]:
@@ -127,7 +145,7 @@ class VARD(Algorithm):
         if cfg.refresh_every and index > 0 and index % cfg.refresh_every == 0:
             n = affordable_designs(ctx.reward, cfg.refresh_samples)
             if n >= 2:
-                metrics["value_r2"] = self._fit_value(ctx.model, n).r2
+                metrics["value_r2"] = self._fit_value(ctx.model, n, updates=index).r2
         model = ctx.model
         traj = model.rollout(ctx.collective.shard(cfg.batch_size), ctx.generator)
         steps = choose_steps(model.steerable_steps, cfg.steps_per_update, ctx.generator)
@@ -157,15 +175,35 @@ class VARD(Algorithm):
         })
         return metrics
 
+    def final_samples(self, n: int, generator: torch.Generator) -> FinalSamples:
+        """The final model's samples; with keep_best the kept weights are loaded first (so
+        model_final.pt holds them too) and the summary says which they were."""
+        if self.best is None:
+            return super().final_samples(n, generator)
+        self.ctx.model.denoiser.load_state_dict(self.best["weights"])
+        final = super().final_samples(n, generator)
+        final.summary_entries["kept_weights"] = {
+            "updates": self.best["updates"], "estimated_objective": self.best["objective"],
+            "note": "the weights whose freshly scored designs had the highest mean reward - beta * "
+                    "mean path KL (updates = 0: the reference's)"}
+        return final
+
     def state_dict(self) -> dict[str, Any]:
         return {"value_head": self.value_head.state_dict(), "optimiser": self.optimiser.state_dict(),
-                "replay": self.replay.state_dict()}
+                "replay": self.replay.state_dict(), "best": self.best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.value_head.load_state_dict(state["value_head"])
         self.optimiser.load_state_dict(state["optimiser"])
         if "replay" in state:
             self.replay.load_state_dict(state["replay"])
+        self.best = state.get("best")
+
+
+def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
+    """The plain denoiser inside a DistributedDataParallel wrapper (a multi-process run swaps
+    the wrapper in while it trains), whose state_dict keys the checkpoints use."""
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
 
 
 def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: DiffusionModel, n: int,
@@ -184,9 +222,10 @@ def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: Diffu
     """
     collective = ctx.collective
     traj = rollout_in_chunks(sampler, collective.shard(n), rollout_chunk, ctx.generator)
+    # log p_ref/p_θ of each path: its negative mean estimates the sampler's path KL, and
     # designs of the fine-tuned model enter the replay with importance weights toward the reference
     log_weights = (path_log_ratio(sampler, ctx.reference, traj).numpy()
-                   if replay is not None and sampler is not ctx.reference else np.zeros(traj.batch_size))
+                   if sampler is not ctx.reference else np.zeros(traj.batch_size))
     scored = score_trajectory(sampler, traj, ctx.reward)
     traj, rewards = collective.gather_scored(traj, scored.values)
     log_weights = collective.all_values(log_weights)
@@ -197,6 +236,7 @@ def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: Diffu
             f"cannot fit the value head: {n_valid} of {n} designs got a "
             f"finite reward (first failure: {first})"
         )
+    rewards_fresh = rewards
     times = [sampler.process.time(k) for k in range(sampler.process.num_steps + 1)]
     weights = None
     if replay is not None:
@@ -207,4 +247,5 @@ def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: Diffu
     report = fit_value(head, traj, rewards, times, config, beta, ctx.generator, weights)
     head.requires_grad_(False)
     collective.broadcast_module(head)
-    return report
+    return dataclasses.replace(report, designs_reward_mean=float(np.nanmean(rewards_fresh)),
+                               designs_path_kl=float(-log_weights.mean()))

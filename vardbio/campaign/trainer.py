@@ -453,6 +453,7 @@ class Trainer:
         }
         if final.inference:  # methods that change no weights: what one design cost to sample
             summary["inference"] = final.inference
+        summary.update(final.summary_entries)
         if "reference_rewards" in state:  # absent from runs checkpointed before it was kept
             summary.update(campaign_optimum(state["reference_rewards"], self.algorithm.kl_weight,
                                             summary["reward_final"]["mean"], summary["kl_to_reference"],

@@ -47,7 +47,9 @@ class ValueFitConfig:
 
 @dataclass
 class ValueFitReport:
-    """What fitting measured. r2 is on held-out trajectories (NaN when none are held out)."""
+    """What fitting measured. r2 is on held-out trajectories (NaN when none are held out).
+    designs_reward_mean and designs_path_kl: the mean finite reward and the mean path KL to
+    the reference of the designs freshly scored for this fit (NaN when not measured)."""
 
     n_trajectories: int
     n_dropped_nan: int
@@ -56,6 +58,8 @@ class ValueFitReport:
     r2: float
     r2_per_bucket: list[float] = field(default_factory=list)
     bucket_edges: list[float] = field(default_factory=list)
+    designs_reward_mean: float = float("nan")
+    designs_path_kl: float = float("nan")
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
