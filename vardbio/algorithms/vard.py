@@ -145,7 +145,9 @@ class VARD(Algorithm):
         if cfg.refresh_every and index > 0 and index % cfg.refresh_every == 0:
             n = affordable_designs(ctx.reward, cfg.refresh_samples)
             if n >= 2:
-                metrics["value_r2"] = self._fit_value(ctx.model, n, updates=index).r2
+                fit = self._fit_value(ctx.model, n, updates=index)
+                metrics.update({"value_r2": fit.r2, "refresh_reward_mean": fit.designs_reward_mean,
+                                "refresh_path_kl": fit.designs_path_kl})
         model = ctx.model
         traj = model.rollout(ctx.collective.shard(cfg.batch_size), ctx.generator)
         steps = choose_steps(model.steerable_steps, cfg.steps_per_update, ctx.generator)
