@@ -49,7 +49,7 @@ def to_mol(design: Any) -> Chem.Mol:
     elif design is None:
         raise OracleError("no molecule (None)")
     else:
-        raise OracleError(f"expected an RDKit Mol or a SMILES string, got {type(design).__name__}")
+        raise OracleError(_not_a_molecule(design, "expected an RDKit Mol or a SMILES string"))
     if mol.GetNumAtoms() == 0:
         raise OracleError("empty molecule")
     return mol
@@ -63,11 +63,20 @@ def sanitise(mol: Chem.Mol) -> None:
         raise OracleError(f"sanitisation failed: {' '.join(str(err).split())}") from err
 
 
+def _not_a_molecule(design: Any, need: str) -> str:
+    """Why `design` cannot be scored: a model's decoding failure (an object with a `reason`,
+    such as the molecule model's DecodeFailure) in its own words, otherwise `need`."""
+    reason = getattr(design, "reason", None)
+    if isinstance(reason, str):
+        return f"the sample did not decode to a molecule: {reason}"
+    return f"{need}, got {type(design).__name__}"
+
+
 def to_mol_3d(design: Any, need: str) -> Chem.Mol:
     """to_mol for a design that must carry finite 3D coordinates; `need` starts the error
     for a design that is not an RDKit Mol at all."""
     if not isinstance(design, Chem.Mol):
-        raise OracleError(f"{need}, got {type(design).__name__}")
+        raise OracleError(_not_a_molecule(design, need))
     mol = to_mol(design)
     if mol.GetNumConformers() == 0:
         raise OracleError("molecule has no conformer (3D coordinates needed)")

@@ -148,3 +148,12 @@ def test_plugin_contract(oracle):
 
     good = ["CC(=O)Oc1ccccc1C(=O)O", Chem.MolFromSmiles("c1ccncc1"), "CCN(CC)CC"]
     check_oracle_contract(oracle, good, BAD)
+
+
+@pytest.mark.parametrize("oracle", [QEDOracle(), MMFFStrain()])
+def test_a_sample_that_did_not_decode_is_nan_with_its_own_reason(oracle):
+    from vardbio_models.molecule import DecodeFailure
+
+    res = oracle.score([DecodeFailure("2 fragments", "CC.O")])
+    assert np.isnan(res.values[0])
+    assert "the sample did not decode to a molecule: 2 fragments" in res.reasons[0]
