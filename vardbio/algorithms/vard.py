@@ -249,5 +249,6 @@ def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: Diffu
     report = fit_value(head, traj, rewards, times, config, beta, ctx.generator, weights)
     head.requires_grad_(False)
     collective.broadcast_module(head)
+    path_kl = float(-log_weights.mean()) if sampler is not ctx.reference else 0.0
     return dataclasses.replace(report, designs_reward_mean=float(np.nanmean(rewards_fresh)),
-                               designs_path_kl=float(-log_weights.mean()))
+                               designs_path_kl=path_kl)
