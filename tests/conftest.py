@@ -1,11 +1,18 @@
-"""Shared test set-up: one intra-op thread (fastest for tiny models on 2 cores), and a count
-of real oracle calls."""
+"""Shared test set-up: one intra-op thread (fastest for tiny models on 2 cores), the same
+global random state for every test, and a count of real oracle calls."""
 from collections import Counter
 
 import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def seeded_global_rng():
+    """Every test starts from the same global random state: this torch build seeds its
+    global generator randomly at start-up, so unseeded initial weights would differ per run."""
+    torch.manual_seed(0)
 
 
 @pytest.fixture
