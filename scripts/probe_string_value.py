@@ -6,12 +6,15 @@ the same data and fitting budget.
         --heads conv transformer denoiser:train_layers=1 --inputs noisy denoised --data clean noised
 
 A head is `kind[:key=value,...]` (the plugin's value-head options; values are parsed as
-YAML scalars).
+YAML scalars). With `--from-run runs/x` the designs and rewards are the first --n a VARD
+campaign with `value_data: replay` already paid for (its checkpoint's replay; any oracle,
+e.g. docking), instead of fresh samples scored with a PMO task.
 """
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,10 +43,21 @@ def head_spec(text: str) -> tuple[str, dict]:
     return text, options
 
 
+def replayed_designs(run_dir: Path, n: int) -> tuple[torch.Tensor, np.ndarray]:
+    """The first n designs (n, L) and rewards (n,) in a VARD run's replay buffer."""
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    replay = state.get("algorithm", {}).get("replay")
+    if not replay or replay.get("states") is None:
+        raise SystemExit(f"{run_dir} has no replay: run VARD with algorithm.value_data=replay")
+    return replay["states"][:n], np.asarray(replay["rewards"][:n], dtype=np.float64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--task", default="qed")
+    parser.add_argument("--from-run", default=None,
+                        help="a VARD run directory (value_data: replay) whose scored designs to probe on")
     parser.add_argument("--n", type=int, default=800)
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
@@ -62,10 +76,14 @@ def main() -> None:
     plugin = registry.load("model", "molecule_string")
     model = plugin.load({"sampling_steps": args.steps}, checkpoint=args.checkpoint).eval()
     model.requires_grad_(False)
-    g = torch.Generator().manual_seed(args.seed)
-    states = sample_states(model, args.n, g)
-    rewards = PMOOracle(args.task).score(model.decode(states)).values
-    print(f"{args.task}: {args.n} samples, reward mean {np.nanmean(rewards):.3f} sd {np.nanstd(rewards):.3f}")
+    if args.from_run:
+        states, rewards = replayed_designs(Path(args.from_run), args.n)
+        source = f"{args.from_run} (replay)"
+    else:
+        states = sample_states(model, args.n, torch.Generator().manual_seed(args.seed))
+        rewards = PMOOracle(args.task).score(model.decode(states)).values
+        source = args.task
+    print(f"{source}: {len(rewards)} designs, reward mean {np.nanmean(rewards):.3f} sd {np.nanstd(rewards):.3f}")
     config = ValueFitConfig(epochs=args.epochs, patience=args.patience, batch_size=args.batch_size, lr=args.lr)
     for data in args.data:
         if data == "clean":
