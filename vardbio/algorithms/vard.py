@@ -105,7 +105,10 @@ class VARD(Algorithm):
             )
         self.value_head = ctx.make_value_head()
         self.value_head.requires_grad_(False)
-        self.optimiser = torch.optim.Adam(ctx.model.denoiser.parameters(), lr=config.lr)
+        # the plain denoiser: a multi-process run swaps a wrapper sharing its parameters into
+        # ctx.model while it trains; checkpoints use the plain module's state_dict keys
+        self.denoiser = ctx.model.denoiser
+        self.optimiser = torch.optim.Adam(self.denoiser.parameters(), lr=config.lr)
         self.times = [process.time(k) for k in range(process.num_steps + 1)]
         self.replay = ReplayBuffer(config.replay_capacity)
         # keep_best: the best estimated objective so far, the update count of its weights
@@ -135,7 +138,7 @@ class VARD(Algorithm):
         if cfg.keep_best:
             objective = report.designs_reward_mean - cfg.beta * report.designs_path_kl
             if self.best is None or objective > self.best["objective"]:
-                weights = {k: v.detach().cpu().clone() for k, v in _unwrapped(self.ctx.model.denoiser).state_dict().items()}
+                weights = {k: v.detach().cpu().clone() for k, v in self.denoiser.state_dict().items()}
                 self.best = {"objective": objective, "updates": updates, "weights": weights}
         return report
 
@@ -182,7 +185,7 @@ class VARD(Algorithm):
         model_final.pt holds them too) and the summary says which they were."""
         if self.best is None:
             return super().final_samples(n, generator)
-        self.ctx.model.denoiser.load_state_dict(self.best["weights"])
+        self.denoiser.load_state_dict(self.best["weights"])
         final = super().final_samples(n, generator)
         final.summary_entries["kept_weights"] = {
             "updates": self.best["updates"], "estimated_objective": self.best["objective"],
@@ -200,12 +203,6 @@ class VARD(Algorithm):
         if "replay" in state:
             self.replay.load_state_dict(state["replay"])
         self.best = state.get("best")
-
-
-def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
-    """The plain denoiser inside a DistributedDataParallel wrapper (a multi-process run swaps
-    the wrapper in while it trains), whose state_dict keys the checkpoints use."""
-    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
 
 
 def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: DiffusionModel, n: int,
@@ -238,7 +235,9 @@ def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: Diffu
             f"cannot fit the value head: {n_valid} of {n} designs got a "
             f"finite reward (first failure: {first})"
         )
-    rewards_fresh = rewards
+    # what the freshly scored designs measured (the replay below may hold more)
+    reward_mean = float(np.nanmean(rewards))
+    path_kl = float(-log_weights.mean()) if sampler is not ctx.reference else 0.0
     times = [sampler.process.time(k) for k in range(sampler.process.num_steps + 1)]
     weights = None
     if replay is not None:
@@ -249,6 +248,4 @@ def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: Diffu
     report = fit_value(head, traj, rewards, times, config, beta, ctx.generator, weights)
     head.requires_grad_(False)
     collective.broadcast_module(head)
-    path_kl = float(-log_weights.mean()) if sampler is not ctx.reference else 0.0
-    return dataclasses.replace(report, designs_reward_mean=float(np.nanmean(rewards_fresh)),
-                               designs_path_kl=path_kl)
+    return dataclasses.replace(report, designs_reward_mean=reward_mean, designs_path_kl=path_kl)
