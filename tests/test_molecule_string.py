@@ -118,7 +118,7 @@ def test_pmo_campaign_counts_unique_valid_designs_and_reports_auc(tmp_path, real
     rows = list(csv.DictReader((tmp_path / "call_history.csv").open()))
     rewards = [float(r["reward"]) for r in rows if r["reward"]]
     assert s["budget_counting"] == "unique_valid" and s["budget_spent"] == len(rewards) <= 60
-    assert s["auc_top10"] == pytest.approx(top_k_auc(rewards, 10, 60))
+    assert s["auc_top10"] == pytest.approx(top_k_auc(rewards, 10, 60), abs=1e-5)  # the CSV keeps 6 digits
     assert s["valid_fraction_initial"] == 1.0 and 0 <= s["auc_top1"] <= 1
     assert (tmp_path / "designs_final.sdf").stat().st_size > 0
 

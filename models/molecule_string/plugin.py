@@ -32,7 +32,7 @@ from vardbio_models.molecule_string.vocab import MOSES_TOKENS, Vocabulary, selfi
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
 ARCH = {"max_length": 48, "width": 128, "layers": 4, "heads": 4, "ff": 512, "tokens": list(MOSES_TOKENS)}
-SAMPLING = {"sampling_steps": 48, "schedule": "linear", "relax_temperature": 0.1, "token_temperature": 0.7}
+SAMPLING = {"sampling_steps": 48, "schedule": "linear", "relax_temperature": 0.1, "token_temperature": 0.45}
 DATA = {"source": "moses:train", "max_molecules": 0, "workers": 1, "eval_samples": 512}
 TRAINING = {f.name: f.default for f in fields(PretrainConfig)}
 TRAINING.update({"steps": 100_000, "batch_size": 64, "lr": 1e-3, "warmup": 500, "final_lr_fraction": 0.05,
