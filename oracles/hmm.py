@@ -32,9 +32,11 @@ bits, E-value and hit flag; `hit_fraction(designs)` is what campaigns report (th
 plugins' summary adds hit_fraction and hit_fraction_initial for an `hmm_family` term).
 
 Profiles: `hmm` is a path to an HMMER3 text or binary (`hmmconvert -b`) profile file, or the
-name of a profile shipped in data/hmm/ (`PF02826`, provenance and licence in
-data/README.md; found through vardbio.data, so `VARDBIO_DATA_DIR` applies). A file holding several profiles needs `name` to pick one (by NAME or
-ACC, with or without the version suffix). Nucleotide profiles are refused.
+name of a profile shipped in data/hmm/ (`PF02826` from Pfam; `HG003687_ABC`, built from the
+protein_sequence model's training proteome by scripts/build_family_hmm.py; provenance and
+licence in data/README.md; found through vardbio.data, so `VARDBIO_DATA_DIR` applies). A
+file holding several profiles needs `name` to pick one (by NAME or ACC, with or without the
+version suffix). Nucleotide profiles are refused.
 
 Cost: ~1.5 ms per 64-residue design against a 178-node profile on one core (filters off).
 Needs pyhmmer: `pip install 'vardbio[protein]'`.
@@ -57,7 +59,7 @@ from vardbio_oracles.protein import to_sequence
 pyhmmer = require("pyhmmer", extra="protein", what="the hmm_family oracle")
 
 SCORES = ("bits", "evalue", "neglog10_evalue")
-SHIPPED = {"PF02826": "PF02826.hmm"}
+SHIPPED = {"PF02826": "PF02826.hmm", "HG003687_ABC": "HG003687_ABC.hmm"}
 NO_HIT_EVALUE = 1.0  # Z · P with Z = 1 and P = 1
 # slow/max mode: no acceleration filter, everything reported; Z = 1 for per-design E-values
 PIPELINE_OPTIONS = {"Z": 1, "domZ": 1, "bias_filter": False, "F1": 1.0, "F2": 1.0, "F3": 1.0,
@@ -69,7 +71,7 @@ def resolve_hmm_path(hmm: str | os.PathLike) -> Path:
     path; FileNotFoundError naming both possibilities when neither exists."""
     text = str(hmm)
     if text in SHIPPED:
-        return data_path(f"hmm/{SHIPPED[text]}", missing="copy it from pyhmmer's test data (data/README.md)")
+        return data_path(f"hmm/{SHIPPED[text]}", missing="see data/README.md for where it comes from")
     path = Path(text).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"HMM file not found: {path} (give a path to an HMMER3 profile or one of "

@@ -1,5 +1,6 @@
 """The hmm_family oracle: HMMER bit scores and E-values of sequences against a profile HMM
-(the shipped Pfam PF02826), the documented no-hit floor, NaN for invalid sequences, the
+(the shipped Pfam PF02826 and the ABC profile built from the training proteome), the
+documented no-hit floor, NaN for invalid sequences, the
 oracle contract, agreement with hmmsearch's own table, and the protein_family campaign's
 hit fractions in summary.json."""
 import json
@@ -116,6 +117,28 @@ def test_bits_match_hmmsearch_table():
     assert len(names) >= 5
     got = HMMFamily("PF02826").score([seqs[n] for n in names]).values
     np.testing.assert_allclose(got, [expected[n] for n in names], atol=0.1)  # 1 decimal in the table; HMMER 3.3.1 made it, pyhmmer runs 3.4
+
+
+def test_shipped_abc_profile_finds_its_family_among_heldout_crops():
+    """HG003687_ABC (scripts/build_family_hmm.py, training crops only) finds the held-out
+    crop that carries the ABC signature motif (E < 1e-20) and almost none of the others, and
+    shuffling that crop removes the match."""
+    import re
+
+    from vardbio_models.protein_sequence import read_crops
+
+    abc = HMMFamily("HG003687_ABC")
+    assert abc.profile.name == "HG003687_ABC" and abc.profile.M == 128
+    heldout = read_crops()["heldout"]
+    family = [s for s in heldout if re.search(r"[LIVM]SGG[QE]", s)]
+    others = [s for s in heldout if s not in family]
+    assert len(family) >= 1 and len(others) >= 50
+    rows = abc.hits(family + others)
+    evalues = np.array([r["evalue"] for r in rows])
+    assert np.all(evalues[:len(family)] < 1e-20) and np.mean(evalues[len(family):] < 1e-6) < 0.03
+    best = family[int(np.argmin(evalues[:len(family)]))]
+    shuffled = "".join(np.random.default_rng(0).permutation(list(best)))
+    assert abc.score([shuffled]).values[0] < abc.score([best]).values[0] - 30
 
 
 def test_summary_reports_hit_fractions_paid_through_the_runtime():
