@@ -79,6 +79,19 @@ def resolve_hmm_path(hmm: str | os.PathLike) -> Path:
     return path
 
 
+def sequence_block(sequences: Sequence[str]):
+    """The protein sequences as a pyhmmer DigitalSequenceBlock, each named by its position."""
+    alphabet = pyhmmer.easel.Alphabet.amino()
+    return pyhmmer.easel.DigitalSequenceBlock(alphabet, [
+        pyhmmer.easel.TextSequence(name=str(i), sequence=s).digitize(alphabet) for i, s in enumerate(sequences)])
+
+
+def sequence_index(hit_or_sequence) -> int:
+    """The position of a sequence of `sequence_block` (or of the target of a hit on it)."""
+    name = hit_or_sequence.name
+    return int(name.decode() if isinstance(name, bytes) else name)
+
+
 def _strip_version(text: str) -> str:
     return text.split(".")[0] if text.startswith("PF") else text
 
@@ -160,15 +173,11 @@ class HMMFamily(Oracle):
         """(bits, E-value) per sequence, None where HMMER reports no hit."""
         if not sequences:
             return []
-        alphabet = pyhmmer.easel.Alphabet.amino()
-        block = pyhmmer.easel.DigitalSequenceBlock(alphabet, [
-            pyhmmer.easel.TextSequence(name=str(i), sequence=s).digitize(alphabet)
-            for i, s in enumerate(sequences)])
-        pipeline = pyhmmer.plan7.Pipeline(alphabet, **PIPELINE_OPTIONS)
+        block = sequence_block(sequences)
+        pipeline = pyhmmer.plan7.Pipeline(block.alphabet, **PIPELINE_OPTIONS)
         found: list[tuple[float, float] | None] = [None] * len(sequences)
         for hit in pipeline.search_hmm(self.profile, block):
-            name = hit.name.decode() if isinstance(hit.name, bytes) else hit.name
-            found[int(name)] = (float(hit.score), float(hit.evalue))
+            found[sequence_index(hit)] = (float(hit.score), float(hit.evalue))
         return found
 
     def _neglog10(self, bits: float, evalue: float) -> float:

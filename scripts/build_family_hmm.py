@@ -28,9 +28,10 @@ import re
 from pathlib import Path
 
 import pyhmmer
-from pyhmmer.easel import Alphabet, DigitalSequenceBlock, TextSequence
+from pyhmmer.easel import DigitalSequenceBlock, TextSequence
 
 from vardbio_models.protein_sequence import read_crops
+from vardbio_oracles.hmm import sequence_block, sequence_index
 
 LINK_EVALUE = 1e-5
 MAX_ITERATIONS = 10
@@ -39,18 +40,14 @@ DESCRIPTION = "ABC transporter ATP-binding domain, built by jackhmmer from the H
 OUT = Path(__file__).resolve().parents[1] / "data" / "hmm" / f"{NAME}.hmm"
 
 
-def _name(hit_or_seq) -> str:
-    name = hit_or_seq.name
-    return name.decode() if isinstance(name, bytes) else name
-
-
-def linked_groups(block: DigitalSequenceBlock) -> list[list[int]]:
-    """Connected groups of crops linked by phmmer hits (E < LINK_EVALUE), largest first."""
+def linked_groups(block: DigitalSequenceBlock) -> tuple[list[list[int]], dict[int, set[int]]]:
+    """Connected groups of crops linked by phmmer hits (E < LINK_EVALUE), largest first, and
+    each crop's links."""
     links: dict[int, set[int]] = {i: set() for i in range(len(block))}
     for hits in pyhmmer.hmmer.phmmer(block, block, cpus=1, E=LINK_EVALUE):
-        query = int(_name(hits.query)[1:])
+        query = sequence_index(hits.query)
         for hit in hits:
-            target = int(_name(hit)[1:])
+            target = sequence_index(hit)
             if hit.evalue < LINK_EVALUE and target != query:
                 links[query].add(target)
                 links[target].add(query)
@@ -77,26 +74,24 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
 
-    amino = Alphabet.amino()
     train = read_crops()["train"]
-    block = DigitalSequenceBlock(amino, [TextSequence(name=f"t{i}".encode(), sequence=s).digitize(amino)
-                                         for i, s in enumerate(train)])
+    block = sequence_block(train)
     groups, links = linked_groups(block)
     family = groups[0]
     most_links = max(len(links[i]) for i in family)
     seeds = [i for i in family if len(links[i]) == most_links]
     print(f"{len(train)} training crops; largest linked groups: {[len(g) for g in groups[:8]]}; "
           f"candidate seeds {seeds} ({most_links} links each)")
-    results = {}
+    results, included = {}, {}
     for seed in seeds:
-        query = TextSequence(name=b"seed", sequence=train[seed]).digitize(amino)
+        query = TextSequence(name=b"seed", sequence=train[seed]).digitize(block.alphabet)
         results[seed] = next(iter(pyhmmer.hmmer.jackhmmer([query], block, max_iterations=MAX_ITERATIONS, cpus=1)))
-        included = sum(h.included for h in results[seed].hits)
+        included[seed] = [sequence_index(h) for h in results[seed].hits if h.included]
         print(f"  seed crop {seed}: {results[seed].iteration} rounds (converged: {results[seed].converged}), "
-              f"{included} crops included")
-    seed = max(seeds, key=lambda i: (sum(h.included for h in results[i].hits), -i))
+              f"{len(included[seed])} crops included")
+    seed = max(seeds, key=lambda i: (len(included[i]), -i))
     result = results[seed]
-    members = [train[int(_name(h)[1:])] for h in result.hits if h.included]
+    members = [train[i] for i in included[seed]]
     hmm = result.hmm
     hmm.name = NAME.encode() if isinstance(hmm.name, bytes) else NAME
     hmm.description = DESCRIPTION.encode() if isinstance(hmm.description, bytes) else DESCRIPTION
