@@ -4,6 +4,10 @@ each network on the label of the final states of shipped-model samples (for QED,
 ones only) and prints training and held-out R² as it goes.
 
     python scripts/probe_molecule_value.py [--target validity] [--samples 512] [--epochs 200]
+        [--kinds new denoiser] [--lr 2e-3]
+
+--kinds picks the value networks the molecule plugin builds: 'new' (a fresh bonded trunk,
+hidden 64, 3 layers) and 'denoiser' (a copy of the pretrained denoiser's trunk).
 
 If a network cannot predict the label at t = 0, where the state is the design, a value head
 cannot learn a reward that depends on it from those samples either.
@@ -15,7 +19,7 @@ import argparse
 import torch
 from rdkit.Chem import QED
 
-from vardbio_models.molecule import DecodeFailure, MoleculeValueNet, plugin
+from vardbio_models.molecule import DecodeFailure, plugin
 
 
 def labelled_samples(samples: int, checkpoint: str | None, seed: int, target: str):
@@ -51,6 +55,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=200)
     parser.add_argument("--checkpoint", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--kinds", nargs="+", default=["new"], choices=("new", "denoiser"))
+    parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -61,8 +67,10 @@ def main() -> None:
     t = torch.zeros(len(y))
     label = f"{y.mean():.1%} valid" if args.target == "validity" else f"valid ones, mean QED {y.mean():.3f}"
     print(f"{len(y)} samples ({label}); {n_train} for training, the rest held out")
-    for name, net in (("egnn", MoleculeValueNet(model.process, 64, 3)),):
-        optimiser = torch.optim.Adam(net.parameters(), 2e-3)
+    for name in args.kinds:
+        torch.manual_seed(args.seed)
+        net = plugin.value_head(model, {"kind": name}).network.requires_grad_(True)
+        optimiser = torch.optim.Adam(net.parameters(), args.lr)
         for epoch in range(args.epochs):
             for idx in torch.randperm(n_train).split(64):
                 loss = (net(x[idx], t[idx], mask[idx]) - target[idx]).pow(2).mean()

@@ -81,12 +81,14 @@ def test_denoiser_bond_logits_are_symmetric_and_read_the_bonds(model):
     assert torch.equal(after[1], before[1])
 
 
-@pytest.mark.parametrize("value_input", ["noisy", "denoised"])
-def test_value_head_is_invariant(model, value_input):
+@pytest.mark.parametrize("value_input,options", [("noisy", {"hidden": 16, "layers": 2}),
+                                                  ("denoised", {"hidden": 16, "layers": 2}),
+                                                  ("noisy", {"kind": "denoiser"})])
+def test_value_head_is_invariant(model, value_input, options):
     """Invariant to rotations, translations and atom permutations, on hard one-hots and on
-    the relaxed one-hots of VARD's Gumbel-softmax draws."""
+    the relaxed one-hots of VARD's Gumbel-softmax draws; a fresh trunk or the denoiser's."""
     reference = model.frozen_copy()
-    head = with_value_input(plugin.value_head(model, {"hidden": 16, "layers": 2}), value_input, reference)
+    head = with_value_input(plugin.value_head(reference, options), value_input, reference)
     g = torch.Generator().manual_seed(7)
     for p in head.parameters():  # move away from the tiny initial coordinate weights
         p.data.add_(0.1 * torch.randn(p.shape, generator=g))
@@ -100,6 +102,19 @@ def test_value_head_is_invariant(model, value_input):
     head, reference = head.double(), reference.double()
     for state in (x, relaxed):
         assert_equivariant(head, (state.double(), t, mask), mask=2, permute=True, joint=model.process)
+
+
+def test_denoiser_value_head_starts_from_the_trunk_and_bad_options_are_named(model):
+    head = plugin.value_head(model, {"kind": "denoiser"})
+    trunk = model.denoiser.trunk.state_dict()
+    copied = head.network.trunk.state_dict()
+    assert copied.keys() == trunk.keys() and all(torch.equal(copied[k], trunk[k]) for k in trunk)
+    assert all(a.data_ptr() != b.data_ptr() for a, b in zip(head.network.trunk.parameters(),
+                                                             model.denoiser.trunk.parameters()))
+    with pytest.raises(ValueError, match="unknown molecule value-head kind 'gnn'"):
+        plugin.value_head(model, {"kind": "gnn"})
+    with pytest.raises(ValueError, match=r"options \['hidden'\] for kind 'denoiser'; valid: none"):
+        plugin.value_head(model, {"kind": "denoiser", "hidden": 8})
 
 
 def test_rollout_keeps_zero_centre_of_mass_and_padding(model):

@@ -105,14 +105,16 @@ class MoleculeDenoiser(nn.Module):
 
 
 class MoleculeValueNet(nn.Module):
-    """Invariant value network: the bonded trunk's node features and edge features, each
+    """Invariant value network: a bonded trunk's node features and edge features, each
     mean-pooled over the real atoms (pairs), then an MLP with the time features and the
     atom count: x_t (B, D), t (B,), mask (B, N) -> (B,). Invariant to rotations,
-    translations and atom permutations."""
+    translations and atom permutations. `trunk`: a fresh BondedEGNN, or a copy of the
+    pretrained denoiser's (every weight of it fitted with the head)."""
 
-    def __init__(self, process: JointProcess, hidden: int = 64, layers: int = 3, time_dim: int = 16):
+    def __init__(self, trunk: BondedEGNN, time_dim: int = 16):
         super().__init__()
-        self.trunk = BondedEGNN(process, hidden, layers)
+        self.trunk = trunk
+        hidden = trunk.embed.out_features
         self.time = TimeEmbedding(time_dim)
         self.head = mlp([2 * hidden + time_dim + 1, hidden, hidden, 1])
 

@@ -2,6 +2,7 @@
 metrics."""
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import time
@@ -23,7 +24,7 @@ from vardbio_models.molecule.decoding import DecodeFailure, MoleculeDecoder, can
 from vardbio_models.molecule.metrics import (
     posebusters_figures, property_figures, sample_final_states, sample_quality,
 )
-from vardbio_models.molecule.networks import AtomCountPrior, MoleculeDenoiser, MoleculeValueNet
+from vardbio_models.molecule.networks import AtomCountPrior, BondedEGNN, MoleculeDenoiser, MoleculeValueNet
 from vardbio_models.molecule.state import LossWeights, molecule_process
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
@@ -93,12 +94,22 @@ class MoleculePlugin(ModelPlugin):
                               spec={"plugin": self.name, "options": architecture})
 
     def value_head(self, model: DiffusionModel, options: dict[str, Any]) -> ValueHead:
-        """MoleculeValueNet (the bonded trunk, pooled): hidden (default 64), layers (3)."""
-        unknown = set(options) - {"hidden", "layers"}
+        """MoleculeValueNet (a bonded trunk, pooled). `kind` 'new' (the default): a fresh
+        trunk of `hidden` (64) and `layers` (3); 'denoiser': a copy of the pretrained
+        denoiser's trunk, its size, no other option."""
+        options = dict(options)
+        kind = options.pop("kind", "new")
+        valid = {"new": {"hidden", "layers"}, "denoiser": set()}
+        if kind not in valid:
+            raise ValueError(f"unknown molecule value-head kind '{kind}'; expected one of {', '.join(valid)}")
+        unknown = set(options) - valid[kind]
         if unknown:
-            raise ValueError(f"unknown molecule value-head options {sorted(unknown)}; valid: hidden, layers")
-        return ValueHead(MoleculeValueNet(model.process, int(options.get("hidden", 64)),
-                                          int(options.get("layers", 3))))
+            raise ValueError(f"unknown molecule value-head options {sorted(unknown)} for kind '{kind}'; "
+                             f"valid: {', '.join(sorted(valid[kind])) or 'none'}")
+        if kind == "denoiser":
+            return ValueHead(MoleculeValueNet(copy.deepcopy(model.denoiser.trunk)))
+        trunk = BondedEGNN(model.process, int(options.get("hidden", 64)), int(options.get("layers", 3)))
+        return ValueHead(MoleculeValueNet(trunk))
 
     def default_checkpoint(self, options: dict[str, Any]) -> Path:
         return WEIGHTS / "molecule.pt"
