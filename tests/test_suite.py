@@ -108,3 +108,20 @@ def test_vardbio_bench_runs_a_suite_from_the_command_line(tmp_path, capsys):
                "campaign.eval_samples=4", "campaign.model.options.sampling_steps=4", "best_of_n:algorithm.n=2"])
     assert rc == 0 and (tmp_path / "suite.md").is_file()
     assert "sum of mean AUC top-10" in capsys.readouterr().out
+
+
+def test_best_of_n_spends_the_suite_budget_unless_told_otherwise(tmp_path):
+    """Without an algorithm.n override, best-of-N draws ceil(budget / eval_samples) candidates
+    per design, so its candidates spend the whole budget (not n=8 times eval_samples)."""
+    import yaml
+
+    assert suite.budget_filling_n(10_000, 512) == 20 and suite.budget_filling_n(40, 8) == 5
+    assert suite.budget_filling_n(5, 8) == 1
+    tiny = ["campaign.eval_samples=8", "campaign.model.options.sampling_steps=4", "progress=false",
+            "report=false"]
+    run_suite(["qed"], ["best_of_n"], [0], 40, tmp_path / "filled", overrides=tiny)
+    config = yaml.safe_load((tmp_path / "filled" / "qed" / "best_of_n_s0" / "config.yaml").read_text())
+    assert config["algorithm"]["n"] == 5
+    run_suite(["qed"], ["best_of_n"], [0], 40, tmp_path / "told", overrides=[*tiny, "best_of_n:algorithm.n=2"])
+    config = yaml.safe_load((tmp_path / "told" / "qed" / "best_of_n_s0" / "config.yaml").read_text())
+    assert config["algorithm"]["n"] == 2

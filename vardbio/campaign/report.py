@@ -102,7 +102,8 @@ def reward_figure(summary: dict[str, Any], rows: list[dict[str, float]]) -> plt.
         right.text(0.5, 0.5, "no per-iteration reward recorded", ha="center", transform=right.transAxes)
     right.set_xlabel("iteration")
     right.set_title("training signal per iteration")
-    right.legend(fontsize=8, loc="best")
+    if right.lines:
+        right.legend(fontsize=8, loc="best")
     right.grid(alpha=0.3)
     fig.tight_layout()
     return fig

@@ -14,7 +14,9 @@ Each run is a `molecule_pmo` run (campaign.task=<task>, campaign.oracle_budget=<
 counted as the campaign counts: 10,000 unique valid designs for PMO) in
 out_dir/<task>/<algorithm>_s<seed>/. A finished run is reused (the Trainer returns its
 summary without oracle calls, and refuses an out_dir made with other settings); a partial one
-resumes from its last checkpoint. After every run out_dir gets
+resumes from its last checkpoint. Best-of-N draws ceil(budget / eval_samples) candidates per
+final design unless an `algorithm.n` override says otherwise, so that it too spends the budget.
+After every run out_dir gets
 
 - suite.csv: one row per run: auc_top1/10/100, oracle calls, unique valid designs, valid
   fraction of the final designs, wall seconds;
@@ -121,11 +123,13 @@ def run_suite(tasks: Sequence[str], algorithms: Sequence[str], seeds: Sequence[i
         for algorithm in algorithms:
             for seed in seeds:
                 run_dir = out_dir / task / f"{algorithm}_s{seed}"
+                own = [*shared, *per_algorithm.get(algorithm, ())]
                 cfg = compose_config("config", [
-                    f"campaign={campaign}", f"algorithm={algorithm}", *shared,
-                    *per_algorithm.get(algorithm, ()), f"campaign.task={task}",
+                    f"campaign={campaign}", f"algorithm={algorithm}", *own, f"campaign.task={task}",
                     f"campaign.oracle_budget={int(budget)}", f"seed={seed}"])
                 cfg.out_dir = str(run_dir)  # set after composing: any path, no override quoting
+                if algorithm == "best_of_n" and not any(_key(o) == "algorithm.n" for o in own):
+                    cfg.algorithm.n = budget_filling_n(int(budget), int(cfg.campaign.eval_samples))
                 summary = Trainer.from_config(cfg).train()
                 rows.append(_row(task, algorithm, seed, summary, run_dir))
                 write_csv(rows, out_dir / "suite.csv")
@@ -133,6 +137,13 @@ def run_suite(tasks: Sequence[str], algorithms: Sequence[str], seeds: Sequence[i
                                budget=budget, campaign=campaign, suite_name=suite_name)
     return {"rows": rows, "sums": suite_sums(rows, table, tasks, algorithms),
             "csv": out_dir / "suite.csv", "md": out_dir / "suite.md"}
+
+
+def budget_filling_n(budget: int, eval_samples: int) -> int:
+    """Best-of-N's candidates per final design, ceil(budget / eval_samples), so that its
+    candidates spend the whole budget (it then returns budget // n designs, at most
+    eval_samples) and its AUC, like every other algorithm's, is of a run that used it all."""
+    return max(1, -(-budget // max(1, eval_samples)))
 
 
 def split_overrides(overrides: Iterable[str], algorithms: Sequence[str]
