@@ -143,6 +143,19 @@ def test_plain_objects_model_oracles_and_algorithms(tmp_path):
     assert "analytic" in trainer.train(), "the toy plugin's extras for a linear reward"
 
 
+def test_wall_seconds_include_the_final_designs(tmp_path, monkeypatch):
+    """Best-of-N does its work while drawing the final designs; the summary's wall time counts it."""
+    import time
+
+    from vardbio.algorithms.best_of_n import BestOfN
+
+    drawn = BestOfN.final_samples
+    monkeypatch.setattr(BestOfN, "final_samples", lambda self, n, g: time.sleep(1.5) or drawn(self, n, g))
+    summary = Trainer(plugin.load({"dataset": "gaussian2"}), LinearReward(dim=2), vardbio.BestOfNConfig(n=2),
+                      eval_samples=8, out_dir=tmp_path, progress=False, report=False).train()
+    assert summary["wall_seconds"] >= 1.5
+
+
 @pytest.mark.parametrize("args, kwargs, message", [
     (("toy", len, object()), {}, "algorithm must be an algorithm's config"),
     (("toy", [42]), {}, "reward item 0 must be"),

@@ -391,7 +391,10 @@ class Trainer:
 
     def _finish(self, state: dict[str, Any], wall: float) -> dict[str, Any] | None:
         """Sample (every process its share) and score (the main process) the final designs,
-        write them and the final model, build the summary (None on other processes)."""
+        write them and the final model, build the summary (None on other processes). wall:
+        the seconds before this phase; the summary's wall_seconds adds this phase's, which for
+        the methods that change no weights (best-of-N, SVDD, guidance) is where they work."""
+        finish_started = time.perf_counter()
         dist = self.dist
         eval_gen = torch.Generator().manual_seed(dist.rank_seed(self.seed + 2 * EVAL_SEED_OFFSET))
         final = self.algorithm.final_samples(self.eval_samples, eval_gen)
@@ -444,7 +447,7 @@ class Trainer:
             "value_r2_bucket_edges": value_fit.get("bucket_edges"),
             "value_nan_dropped": value_fit.get("n_dropped_nan"),
             "iterations": state["next_iteration"],
-            "wall_seconds": round(wall, 2),
+            "wall_seconds": round(wall + time.perf_counter() - finish_started, 2),
             "final_failures": _failure_reasons(scored.reasons),
             "reward_terms": [_term_description(t) for t in self.eval_reward.terms],
             # gallery_initial: absent from runs checkpointed before it was kept
