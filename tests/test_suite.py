@@ -110,9 +110,10 @@ def test_vardbio_bench_runs_a_suite_from_the_command_line(tmp_path, capsys):
     assert "sum of mean AUC top-10" in capsys.readouterr().out
 
 
-def test_best_of_n_spends_the_suite_budget_unless_told_otherwise(tmp_path):
+def test_best_of_n_spends_the_suite_budget_and_finished_runs_tabulate_alone(tmp_path):
     """Without an algorithm.n override, best-of-N draws ceil(budget / eval_samples) candidates
-    per design, so its candidates spend the whole budget (not n=8 times eval_samples)."""
+    per design, so its candidates spend the whole budget (not n=8 times eval_samples); with
+    --finished-only the suite tabulates the finished runs and starts no other."""
     import yaml
 
     assert suite.budget_filling_n(10_000, 512) == 20 and suite.budget_filling_n(40, 8) == 5
@@ -122,6 +123,14 @@ def test_best_of_n_spends_the_suite_budget_unless_told_otherwise(tmp_path):
     run_suite(["qed"], ["best_of_n"], [0], 40, tmp_path / "filled", overrides=tiny)
     config = yaml.safe_load((tmp_path / "filled" / "qed" / "best_of_n_s0" / "config.yaml").read_text())
     assert config["algorithm"]["n"] == 5
+    # finished_only tabulates what has run and starts nothing
+    tabulated = main(["--tasks", "qed,median1", "--algorithms", "best_of_n", "--seeds", "0", "--budget", "40",
+                      "--out", str(tmp_path / "filled"), "--finished-only", *tiny])
+    assert [(r["task"], r["algorithm"]) for r in tabulated["rows"]] == [("qed", "best_of_n")]
+    assert not (tmp_path / "filled" / "median1").exists()
+    assert "| median1 | — |" in (tmp_path / "filled" / "suite.md").read_text()
+    with pytest.raises(ValueError, match="no finished run"):
+        run_suite(["median1"], ["best_of_n"], [0], 40, tmp_path / "empty", overrides=tiny, finished_only=True)
     run_suite(["qed"], ["best_of_n"], [0], 40, tmp_path / "told", overrides=[*tiny, "best_of_n:algorithm.n=2"])
     config = yaml.safe_load((tmp_path / "told" / "qed" / "best_of_n_s0" / "config.yaml").read_text())
     assert config["algorithm"]["n"] == 2

@@ -102,14 +102,19 @@ def _bench(overrides: Sequence[str]) -> int:
 
 def _bench_suite(overrides: Sequence[str]) -> int:
     """`vardbio bench suite=<name>|tasks=a,b [algorithms=..] [seeds=..] [budget=..] [out=..]
-    [run overrides...]`: every task x algorithm x seed of a PMO suite (vardbio.campaign.suite)."""
+    [finished_only=true] [run overrides...]`: every task x algorithm x seed of a PMO suite
+    (vardbio.campaign.suite); finished_only tabulates the finished runs and starts none."""
     from vardbio.campaign.suite import main as suite_main
 
     argv: list[str] = []
     rest: list[str] = []
     for item in overrides:
         key, _, value = item.partition("=")
-        if key in SUITE_KEYS:
+        if key == "finished_only":
+            if value.lower() not in ("true", "false"):
+                raise SystemExit(f"finished_only takes true or false, got '{value}'")
+            argv += ["--finished-only"] if value.lower() == "true" else []
+        elif key in SUITE_KEYS:
             argv += [f"--{key}", value]
         else:
             rest.append(item)

@@ -89,7 +89,8 @@ def load_published(path: str | Path | None = None) -> dict[tuple[str, str], tupl
 
 def run_suite(tasks: Sequence[str], algorithms: Sequence[str], seeds: Sequence[int], budget: int,
               out_dir: str | Path, overrides: Sequence[str] = (), campaign: str = "molecule_pmo",
-              published: str | Path | None = None, suite_name: str | None = None) -> dict[str, Any]:
+              published: str | Path | None = None, suite_name: str | None = None,
+              finished_only: bool = False) -> dict[str, Any]:
     """Run every task x algorithm x seed as a `campaign` run and write suite.csv and suite.md.
 
     overrides: `vardbio run` overrides for every run (campaign.*, algorithm.*, progress=false,
@@ -97,6 +98,8 @@ def run_suite(tasks: Sequence[str], algorithms: Sequence[str], seeds: Sequence[i
         (e.g. "vard:algorithm.value_samples=20"). The suite sets campaign, algorithm,
         campaign.task, campaign.oracle_budget, seed and out_dir itself.
     published: the published table (default data/benchmarks/pmo_published.csv).
+    finished_only: start no run; tabulate those already finished in out_dir (each still checked
+        against these settings), e.g. while parts of a suite run in other processes.
     Returns {"rows": [one dict per run, as in suite.csv], "sums": {method: sum over the tasks
     of the mean AUC top-10}, "csv": path, "md": path}.
     """
@@ -123,6 +126,8 @@ def run_suite(tasks: Sequence[str], algorithms: Sequence[str], seeds: Sequence[i
         for algorithm in algorithms:
             for seed in seeds:
                 run_dir = out_dir / task / f"{algorithm}_s{seed}"
+                if finished_only and not (run_dir / "summary.json").is_file():
+                    continue
                 own = [*shared, *per_algorithm.get(algorithm, ())]
                 cfg = compose_config("config", [
                     f"campaign={campaign}", f"algorithm={algorithm}", *own, f"campaign.task={task}",
@@ -135,6 +140,8 @@ def run_suite(tasks: Sequence[str], algorithms: Sequence[str], seeds: Sequence[i
                 write_csv(rows, out_dir / "suite.csv")
                 write_markdown(rows, table, out_dir / "suite.md", tasks=tasks, algorithms=algorithms,
                                budget=budget, campaign=campaign, suite_name=suite_name)
+    if not rows:
+        raise ValueError(f"no finished run of this suite in {out_dir} to tabulate")
     return {"rows": rows, "sums": suite_sums(rows, table, tasks, algorithms),
             "csv": out_dir / "suite.csv", "md": out_dir / "suite.md"}
 
@@ -343,6 +350,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--campaign", default="molecule_pmo", help="campaign of every run")
     parser.add_argument("--published", default=None,
                         help="published table (default data/benchmarks/pmo_published.csv)")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="start no run: tabulate the runs already finished in --out")
     parser.add_argument("overrides", nargs="*",
                         help="`vardbio run` overrides for every run; <algorithm>:<override> for one")
     args = parser.parse_args(argv)
@@ -350,7 +359,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     name = args.suite or "suite"
     result = run_suite(tasks, _parse_list(args.algorithms), [int(s) for s in _parse_list(args.seeds)],
                        args.budget, args.out or f"runs/{name}", overrides=args.overrides,
-                       campaign=args.campaign, published=args.published, suite_name=name)
+                       campaign=args.campaign, published=args.published, suite_name=name,
+                       finished_only=args.finished_only)
     print(f"wrote {result['csv']} and {result['md']}")
     for method, total in result["sums"].items():
         print(f"  sum of mean AUC top-10, {method}: {total:.3f}")
