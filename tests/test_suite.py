@@ -108,6 +108,11 @@ def test_vardbio_bench_runs_a_suite_from_the_command_line(tmp_path, capsys):
                "campaign.eval_samples=4", "campaign.model.options.sampling_steps=4", "best_of_n:algorithm.n=2"])
     assert rc == 0 and (tmp_path / "suite.md").is_file()
     assert "sum of mean AUC top-10" in capsys.readouterr().out
+    again = ["bench", "tasks=qed,median1", "algorithms=best_of_n", "seeds=0", "budget=20", f"out={tmp_path}",
+             "campaign.eval_samples=4", "campaign.model.options.sampling_steps=4", "best_of_n:algorithm.n=2"]
+    assert main([*again, "finished_only=true"]) == 0 and not (tmp_path / "median1").exists()
+    with pytest.raises(SystemExit, match="finished_only takes true or false"):
+        main([*again, "finished_only=yes"])
 
 
 def test_best_of_n_spends_the_suite_budget_and_finished_runs_tabulate_alone(tmp_path):
