@@ -6,6 +6,10 @@ k take the detached state x_k, draw one reparameterised step x_{k+1} ~ p_θ(· |
 minimise  -V_φ(x_{k+1}, t_{k+1}) + β · KL(p_θ(· | x_k) || p_ref(· | x_k)).
 Gradients pass through one denoising step only; phase 2 calls no oracle unless the value
 head is refreshed (every `refresh_every` iterations, on samples of the current model).
+The gradient of E[V_φ(x_{k+1})] is pathwise by default (rsample: Gaussian reparameterisation,
+straight-through Gumbel-softmax for categorical parts) or, with
+`step_gradient: score_function`, the unbiased score-function estimate from `step_samples`
+draws of the step with a leave-one-out baseline (value-head calls only, no extra denoiser call).
 """
 from __future__ import annotations
 
@@ -21,11 +25,13 @@ from vardbio.algorithms.base import (
 )
 from vardbio.model.diffusion import DiffusionModel, path_log_ratio
 from vardbio.processes.gaussian import GaussianProcess
+from vardbio.processes.steps import StepDistribution
 from vardbio.value.fitting import ValueFitConfig, ValueFitReport, fit_value
 from vardbio.value.heads import ValueHead
 from vardbio.value.replay import ReplayBuffer
 
 VALUE_DATA = ("rollouts", "replay")
+STEP_GRADIENTS = ("reparameterised", "score_function")
 
 
 @dataclass
@@ -49,6 +55,11 @@ class VARDConfig:
         (vardbio.value.replay). With refresh_every > 0 this is the budgeted loop sample →
         score → refit → fine-tune.
     replay_capacity: most recent designs the replay keeps (0 = all).
+    step_gradient: how the gradient of E[V_φ(x_{k+1})] over the step's draw is estimated:
+        'reparameterised' (through rsample; for categorical parts a straight-through relaxed
+        one-hot, biased) or 'score_function' (unbiased: Σ_s (V_s - mean of the others' V)
+        ∇log p_θ(x_s | x_k) / S over `step_samples` = S draws).
+    step_samples: draws per trained step for 'score_function' (>= 2).
     keep_best: end with the weights whose freshly scored designs had the highest estimated
         objective, mean reward − β · mean path KL: the reference's (its value-fit designs,
         KL 0) or the model's at one of the refreshes (needs refresh_every > 0). Updates
@@ -70,8 +81,15 @@ class VARDConfig:
     replay_levels: int = 16
     replay_capacity: int = 0
     keep_best: bool = False
+    step_gradient: str = "reparameterised"
+    step_samples: int = 8
 
     def __post_init__(self) -> None:
+        if self.step_gradient not in STEP_GRADIENTS:
+            raise ValueError(f"unknown step_gradient '{self.step_gradient}'; expected one of {STEP_GRADIENTS}")
+        if self.step_gradient == "score_function" and self.step_samples < 2:
+            raise ValueError(f"the score-function gradient needs step_samples >= 2 (a leave-one-out "
+                             f"baseline), got {self.step_samples}")
         if self.value_data not in VALUE_DATA:
             raise ValueError(f"unknown value_data '{self.value_data}'; expected one of {VALUE_DATA}")
         if self.replay_levels < 2 or self.replay_capacity < 0:
@@ -161,11 +179,13 @@ class VARD(Algorithm):
             dist = model.step(x_k, k, traj.mask)
             with torch.no_grad():
                 ref = ctx.reference.step(x_k, k, traj.mask)
-            x_next = dist.rsample(ctx.generator)
             t_next = torch.full((x_k.shape[0],), self.times[k + 1], dtype=x_k.dtype, device=x_k.device)
-            value = self.value_head(x_next, t_next, traj.mask)
+            if cfg.step_gradient == "score_function":
+                value, surrogate = self._score_function_value(dist, t_next, traj.mask)
+            else:
+                value = surrogate = self.value_head(dist.rsample(ctx.generator), t_next, traj.mask)
             kl = dist.kl(ref)
-            loss = (-value + cfg.beta * kl).mean() / len(steps)
+            loss = (-surrogate + cfg.beta * kl).mean() / len(steps)
             with ctx.collective.accumulating(model, last=k == steps[-1]):
                 loss.backward()
             value_sum += float(value.mean().detach())
@@ -179,6 +199,20 @@ class VARD(Algorithm):
             "grad_norm": float(grad_norm),
         })
         return metrics
+
+    def _score_function_value(self, dist: StepDistribution, t_next: torch.Tensor,
+                              mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values, surrogate), each (B,): the mean value of S draws of the step and a
+        surrogate whose gradient is the leave-one-out score-function estimate of ∇E[V]."""
+        s = self.config.step_samples
+        draws = [dist.sample(self.ctx.generator) for _ in range(s)]
+        with torch.no_grad():
+            values = self.value_head(torch.cat(draws), t_next.repeat(s),
+                                     None if mask is None else mask.repeat(s, *([1] * (mask.dim() - 1))))
+            values = values.reshape(s, -1)  # (S, B)
+            advantages = values - (values.sum(0, keepdim=True) - values) / (s - 1)
+        log_probs = torch.stack([dist.log_prob(x) for x in draws])  # (S, B)
+        return values.mean(0), (advantages * log_probs).mean(0)
 
     def final_samples(self, n: int, generator: torch.Generator) -> FinalSamples:
         """The final model's samples; with keep_best the kept weights are loaded first (so
