@@ -58,6 +58,17 @@ def test_weights_are_self_normalised_and_their_effective_size_is_kish():
         buffer.add(_designs(1, 2), None, np.zeros(1), log_weights=np.array([np.inf]))
 
 
+def test_weight_power_tempers_the_weights():
+    log_weights = np.log([1.0, 4.0, 16.0])
+    for power, ratios in ((0.0, [1, 1, 1]), (0.5, [1, 2, 4]), (1.0, [1, 4, 16])):
+        buffer = ReplayBuffer(weight_power=power)
+        buffer.add(_designs(3, 0), None, np.zeros(3), log_weights=log_weights)
+        w = buffer.weights()
+        assert w.mean() == pytest.approx(1.0) and w / w[0] == pytest.approx(ratios)
+    with pytest.raises(ValueError, match="weight_power must be in"):
+        ReplayBuffer(weight_power=1.5)
+
+
 def test_path_log_ratio_is_an_importance_weight_toward_the_reference():
     """E_θ[exp(log ratio) f(x_0)] = E_ref[f(x_0)], checked on the toy sequence model with a
     perturbed copy as θ."""

@@ -55,6 +55,8 @@ class VARDConfig:
         (vardbio.value.replay). With refresh_every > 0 this is the budgeted loop sample →
         score → refit → fine-tune.
     replay_capacity: most recent designs the replay keeps (0 = all).
+    replay_weight_power: the replay's importance weights toward the reference are raised to
+        this power (1: exact, the reference's value; 0: unweighted; see ReplayBuffer).
     step_gradient: how the gradient of E[V_φ(x_{k+1})] over the step's draw is estimated:
         'reparameterised' (through rsample; for categorical parts a straight-through relaxed
         one-hot, biased) or 'score_function' (unbiased: Σ_s (V_s - mean of the others' V)
@@ -80,6 +82,7 @@ class VARDConfig:
     value_data: str = "rollouts"
     replay_levels: int = 16
     replay_capacity: int = 0
+    replay_weight_power: float = 1.0
     keep_best: bool = False
     step_gradient: str = "reparameterised"
     step_samples: int = 8
@@ -94,6 +97,8 @@ class VARDConfig:
             raise ValueError(f"unknown value_data '{self.value_data}'; expected one of {VALUE_DATA}")
         if self.replay_levels < 2 or self.replay_capacity < 0:
             raise ValueError("replay_levels must be >= 2 and replay_capacity >= 0")
+        if not 0.0 <= self.replay_weight_power <= 1.0:
+            raise ValueError(f"replay_weight_power must be in [0, 1], got {self.replay_weight_power}")
         if self.beta <= 0:
             raise ValueError(f"VARD needs beta > 0 (the KL weight), got {self.beta}")
         if self.batch_size < 1 or self.value_samples < 2:
@@ -128,7 +133,7 @@ class VARD(Algorithm):
         self.denoiser = ctx.model.denoiser
         self.optimiser = torch.optim.Adam(self.denoiser.parameters(), lr=config.lr)
         self.times = [process.time(k) for k in range(process.num_steps + 1)]
-        self.replay = ReplayBuffer(config.replay_capacity)
+        self.replay = ReplayBuffer(config.replay_capacity, config.replay_weight_power)
         # keep_best: the best estimated objective so far, the update count of its weights
         # (0 = the reference's) and a CPU copy of them
         self.best: dict[str, Any] | None = None

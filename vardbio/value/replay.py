@@ -22,12 +22,17 @@ class ReplayBuffer:
     fitted on designs of a fine-tuned model, unweighted, learns E[r | x_t] of the mixture of
     models that made them, whose revealed parts also say which model made a design; the
     weights make it the reference's E[r | x_t] again. `capacity` keeps the most recent
-    designs (0 = all)."""
+    designs (0 = all). `weight_power` tempers the weights to w^power (1: exact importance
+    weights; 0: unweighted, the mixture's E[r | x_t]; between: fewer designs dominate when
+    the model has moved far and the exact weights' effective size collapses)."""
 
-    def __init__(self, capacity: int = 0):
+    def __init__(self, capacity: int = 0, weight_power: float = 1.0):
         if capacity < 0:
             raise ValueError(f"replay capacity must be >= 0, got {capacity}")
+        if not 0.0 <= weight_power <= 1.0:
+            raise ValueError(f"replay weight_power must be in [0, 1], got {weight_power}")
         self.capacity = capacity
+        self.weight_power = float(weight_power)
         self.states: torch.Tensor | None = None
         self.mask: torch.Tensor | None = None
         self.rewards = np.zeros(0)
@@ -78,8 +83,8 @@ class ReplayBuffer:
         return Trajectory(states, self.mask), [process.time(k) for k in ks]
 
     def weights(self) -> np.ndarray:
-        """(N,) importance weights, self-normalised to mean 1."""
-        w = np.exp(self.log_weights - self.log_weights.max())
+        """(N,) importance weights raised to `weight_power`, self-normalised to mean 1."""
+        w = np.exp(self.weight_power * (self.log_weights - self.log_weights.max()))
         return w / w.mean()
 
     def effective_size(self) -> float:
