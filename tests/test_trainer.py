@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import vardbio
 from vardbio.campaign.outputs import read_metrics_csv
 from vardbio.campaign.trainer import ResumeMismatchError, Trainer
+from vardbio.model.checkpoint import load_verified, save_verified
 from vardbio.reward import FunctionOracle
 from vardbio_models.toy import LinearReward, plugin
 
@@ -127,6 +129,25 @@ def test_interrupted_run_resumes_to_the_same_state(tmp_path, monkeypatch):
         _small(tmp_path / "part", first, checkpoint_every=1, seed=1).train()
     with pytest.raises(ResumeMismatchError, match="different configuration"):
         _small(tmp_path / "part", first, vardbio.VARDConfig(beta=0.25, value_samples=64)).train()
+
+
+def test_a_run_made_before_a_setting_existed_resumes_at_its_default(tmp_path, monkeypatch):
+    """A checkpoint whose record lacks a setting vardbio gained later is the same run when the
+    setting is at its default now, and another run when it is not."""
+    def first(x):
+        return float(x[0])
+
+    summary = _small(tmp_path, first).train()
+    state_path = tmp_path / "checkpoints" / "last.pt"
+    state = load_verified(state_path, what="resume state")
+    record = OmegaConf.to_container(OmegaConf.create(state["identity"]))
+    del record["algorithm"]["step_gradient"], record["algorithm"]["value"]["time_buckets"]
+    save_verified({**state, "identity": OmegaConf.to_yaml(OmegaConf.create(record))}, state_path)
+    calls = counting_oracle_calls(monkeypatch)
+    assert _small(tmp_path, first).train() == summary and not calls
+    with pytest.raises(ResumeMismatchError, match="different configuration"):
+        _small(tmp_path, first, vardbio.VARDConfig(beta=0.5, lr=1e-3, value_samples=64, batch_size=16,
+                                                   step_gradient="score_function")).train()
 
 
 def test_plain_objects_model_oracles_and_algorithms(tmp_path):

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
@@ -214,6 +215,9 @@ class Trainer:
             "algorithm": {"name": algo_cls.name, **dataclasses.asdict(algo_config)},
             "seed": self.seed,
         }
+        # the value each recorded setting takes when left out (see _is_this_run)
+        self._record_defaults: dict[str, Any] = {
+            "algorithm": {"name": algo_cls.name, **dataclasses.asdict(algo_cls.config_class())}}
         self._settings = {"out_dir": str(self.out_dir), "checkpoint_every": self.checkpoint_every,
                           "torch_threads": torch_threads, "progress": progress, "report": report,
                           "tensorboard": tensorboard, "oracle_cache": oracle_cache,
@@ -263,6 +267,7 @@ class Trainer:
         # recorded it: the whole campaign section, the algorithm settings as given, the seed.
         trainer.record = {"campaign": OmegaConf.to_container(OmegaConf.structured(camp)),
                           "algorithm": dict(config.algorithm), "seed": config.seed}
+        trainer._record_defaults["campaign"] = OmegaConf.to_container(OmegaConf.structured(type(camp)))
         trainer._config_text = OmegaConf.to_yaml(OmegaConf.structured(config))
         return trainer
 
@@ -516,12 +521,25 @@ class Trainer:
         """The resume state of out_dir (None: a new run); a damaged one falls back to the
         previous checkpoint or stops with one line (vardbio.campaign.resume)."""
         state = read_resume_state(self.out_dir / STATE_FILE)
-        if state is not None and state["identity"] != self.identity():
+        if state is not None and not self._is_this_run(state["identity"]):
             raise ResumeMismatchError(
                 f"{self.out_dir} holds a run with a different configuration (see "
                 f"{self.out_dir / 'config.yaml'}); choose another out_dir, or pass --force "
                 f"(force=True) to start over in it")
         return state
+
+    def _is_this_run(self, saved_identity: str) -> bool:
+        """True when a checkpoint's identity is this run's: the same text, or the same once
+        the settings it does not record are left out here where they hold their default (a
+        setting vardbio gained after the run was made, at the value the run used)."""
+        if saved_identity == self.identity():
+            return True
+        try:
+            saved = OmegaConf.to_container(OmegaConf.create(saved_identity))
+        except yaml.YAMLError:  # not a record at all
+            return False
+        kept = _without_added_defaults(_plain(self.record), saved, _plain(self._record_defaults))
+        return OmegaConf.to_yaml(OmegaConf.create(kept)) == saved_identity
 
     def _results_current(self, state: dict[str, Any]) -> bool:
         """True when a finished run's summary.json (and report.md) are the ones it wrote, so
@@ -785,6 +803,17 @@ def _term_description(term: RewardTerm) -> dict[str, Any]:
     return {"name": term.label, "oracle": term.oracle.name, "units": term.oracle.units,
             "higher_is_better": term.oracle.higher_is_better, "weight": term.weight,
             "direction": term.direction}
+
+
+def _without_added_defaults(record: Any, saved: Any, defaults: Any) -> Any:
+    """`record` less the keys the mapping `saved` lacks (at any depth) whose value here
+    equals their value in `defaults`, a mapping of the same shape."""
+    if not isinstance(record, Mapping) or not isinstance(saved, Mapping):
+        return record
+    defaults = defaults if isinstance(defaults, Mapping) else {}
+    return {key: _without_added_defaults(value, saved[key], defaults.get(key)) if key in saved else value
+            for key, value in record.items()
+            if key in saved or key not in defaults or defaults[key] != value}
 
 
 def _plain(value: Any) -> Any:
