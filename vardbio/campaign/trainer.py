@@ -27,7 +27,6 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
-import yaml
 from omegaconf import OmegaConf
 from tqdm.auto import tqdm
 
@@ -534,10 +533,7 @@ class Trainer:
         setting vardbio gained after the run was made, at the value the run used)."""
         if saved_identity == self.identity():
             return True
-        try:
-            saved = OmegaConf.to_container(OmegaConf.create(saved_identity))
-        except yaml.YAMLError:  # not a record at all
-            return False
+        saved = OmegaConf.to_container(OmegaConf.create(saved_identity))
         kept = _without_added_defaults(_plain(self.record), saved, _plain(self._record_defaults))
         return OmegaConf.to_yaml(OmegaConf.create(kept)) == saved_identity
 
