@@ -489,7 +489,7 @@ class Trainer:
 
     def identity(self) -> str:
         """What must match for a run to resume: the campaign, the algorithm and the seed."""
-        return OmegaConf.to_yaml(OmegaConf.create(_plain(self.record)))
+        return _record_text(self.record)
 
     def config_text(self) -> str:
         """config.yaml: the resolved RunConfig for runs from a config, otherwise the run's
@@ -534,8 +534,8 @@ class Trainer:
         if saved_identity == self.identity():
             return True
         saved = OmegaConf.to_container(OmegaConf.create(saved_identity))
-        kept = _without_added_defaults(_plain(self.record), saved, _plain(self._record_defaults))
-        return OmegaConf.to_yaml(OmegaConf.create(kept)) == saved_identity
+        return _record_text(_without_added_defaults(_plain(self.record), saved, _plain(self._record_defaults))) \
+            == saved_identity
 
     def _results_current(self, state: dict[str, Any]) -> bool:
         """True when a finished run's summary.json (and report.md) are the ones it wrote, so
@@ -799,6 +799,11 @@ def _term_description(term: RewardTerm) -> dict[str, Any]:
     return {"name": term.label, "oracle": term.oracle.name, "units": term.oracle.units,
             "higher_is_better": term.oracle.higher_is_better, "weight": term.weight,
             "direction": term.direction}
+
+
+def _record_text(record: Mapping[str, Any]) -> str:
+    """A run's record as the YAML text its checkpoints store as their identity."""
+    return OmegaConf.to_yaml(OmegaConf.create(_plain(record)))
 
 
 def _without_added_defaults(record: Any, saved: Any, defaults: Any) -> Any:
