@@ -9,6 +9,8 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# no wheel cache: a CI machine's disk can be nearly full, and the installed venv is 2.8 GB already
+PIP_INSTALL := $(PY) -m pip install --quiet --no-cache-dir
 STAMP := $(VENV)/.installed
 EXTRAS ?= test
 
@@ -23,12 +25,12 @@ $(PY):
 # evodiff (and the two packages its network module needs) too: it pins numpy < 2.
 PLUGIN := tests/plugin_pkg
 $(STAMP): pyproject.toml $(PLUGIN)/pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet $(TORCH)
-	$(PY) -m pip install --quiet -e ".[$(EXTRAS)]"
-	$(PY) -m pip install --quiet --no-deps molsets==0.3.1
-	$(PY) -m pip install --quiet --no-deps guacamol==0.5.5
-	$(PY) -m pip install --quiet --no-deps evodiff==1.1.2 sequence-models==1.8.0 fair-esm==2.0.0
-	$(PY) -m pip install --quiet --no-deps ./$(PLUGIN)
+	$(PIP_INSTALL) $(TORCH)
+	$(PIP_INSTALL) -e ".[$(EXTRAS)]"
+	$(PIP_INSTALL) --no-deps molsets==0.3.1
+	$(PIP_INSTALL) --no-deps guacamol==0.5.5
+	$(PIP_INSTALL) --no-deps evodiff==1.1.2 sequence-models==1.8.0 fair-esm==2.0.0
+	$(PIP_INSTALL) --no-deps ./$(PLUGIN)
 	touch $(STAMP)
 
 install: $(STAMP)
