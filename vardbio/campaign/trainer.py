@@ -534,8 +534,8 @@ class Trainer:
         if saved_identity == self.identity():
             return True
         saved = OmegaConf.to_container(OmegaConf.create(saved_identity))
-        return _record_text(_without_added_defaults(_plain(self.record), saved, _plain(self._record_defaults))) \
-            == saved_identity
+        kept = _without_added_defaults(_plain(self.record), saved, _plain(self._record_defaults))
+        return _record_text(kept) == saved_identity
 
     def _results_current(self, state: dict[str, Any]) -> bool:
         """True when a finished run's summary.json (and report.md) are the ones it wrote, so
