@@ -1,4 +1,6 @@
 """The replay buffer: every scored design, forward-noised into value data."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -69,18 +71,25 @@ def test_weight_power_tempers_the_weights():
         ReplayBuffer(weight_power=1.5)
 
 
-def test_path_log_ratio_is_an_importance_weight_toward_the_reference():
-    """E_θ[exp(log ratio) f(x_0)] = E_ref[f(x_0)], checked on the toy sequence model with a
-    perturbed copy as θ."""
-    from vardbio.model.diffusion import path_log_ratio
+def _perturbed_toy_sequence():
+    """(θ, reference): the toy sequence model and a copy with its weights perturbed."""
     from vardbio_models.toy_sequence import plugin
 
-    torch.manual_seed(0)
     reference = plugin.load({}).frozen_copy()
     model = reference.frozen_copy()
     with torch.no_grad():
         for p in model.denoiser.parameters():
             p.add_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    return model, reference
+
+
+def test_path_log_ratio_is_an_importance_weight_toward_the_reference():
+    """E_θ[exp(log ratio) f(x_0)] = E_ref[f(x_0)], checked on the toy sequence model with a
+    perturbed copy as θ."""
+    from vardbio.model.diffusion import path_log_ratio
+
+    torch.manual_seed(0)
+    model, reference = _perturbed_toy_sequence()
     g = torch.Generator().manual_seed(2)
     traj = model.rollout(4000, g)
     w = path_log_ratio(model, reference, traj).exp()
@@ -88,3 +97,15 @@ def test_path_log_ratio_is_an_importance_weight_toward_the_reference():
     weighted = float((w * first_token).sum() / w.sum())
     truth = float(reference.rollout(4000, g).final[:, 0, 0].mean())
     assert abs(weighted - truth) < 0.04 and abs(float(first_token.mean()) - truth) > 0.2
+
+
+def test_path_log_ratio_uses_the_rollouts_kept_log_probs():
+    """A rollout that kept its step log-probs gives the same ratio as recomputing them."""
+    from vardbio.model.diffusion import path_log_ratio
+
+    model, reference = _perturbed_toy_sequence()
+    kept = model.rollout(64, torch.Generator().manual_seed(3), keep_log_probs=True)
+    recomputed = dataclasses.replace(kept, log_probs=None)
+    ratio = path_log_ratio(model, reference, kept)
+    assert ratio.abs().max() > 0.1
+    assert torch.allclose(ratio, path_log_ratio(model, reference, recomputed), atol=1e-5)

@@ -259,11 +259,12 @@ def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: Diffu
     every process.
     """
     collective = ctx.collective
-    traj = rollout_in_chunks(sampler, collective.shard(n), rollout_chunk, ctx.generator)
+    fine_tuned = sampler is not ctx.reference
+    traj = rollout_in_chunks(sampler, collective.shard(n), rollout_chunk, ctx.generator, keep_log_probs=fine_tuned)
     # log p_ref/p_θ of each path: its negative mean estimates the sampler's path KL, and
     # designs of the fine-tuned model enter the replay with importance weights toward the reference
     log_weights = (path_log_ratio(sampler, ctx.reference, traj).numpy()
-                   if sampler is not ctx.reference else np.zeros(traj.batch_size))
+                   if fine_tuned else np.zeros(traj.batch_size))
     scored = score_trajectory(sampler, traj, ctx.reward)
     traj, rewards = collective.gather_scored(traj, scored.values)
     log_weights = collective.all_values(log_weights)
@@ -276,7 +277,7 @@ def fit_value_on_rollouts(ctx: AlgorithmContext, head: ValueHead, sampler: Diffu
         )
     # what the freshly scored designs measured (the replay below may hold more)
     reward_mean = float(np.nanmean(rewards))
-    path_kl = float(-log_weights.mean()) if sampler is not ctx.reference else 0.0
+    path_kl = float(-log_weights.mean()) if fine_tuned else 0.0
     times = [sampler.process.time(k) for k in range(sampler.process.num_steps + 1)]
     weights = None
     if replay is not None:

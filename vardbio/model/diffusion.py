@@ -188,11 +188,13 @@ def path_log_ratio(model: DiffusionModel, reference: DiffusionModel, traj: Traje
     """Σ_k log p_ref(x_{k+1} | x_k) - log p_θ(x_{k+1} | x_k) along trajectories sampled from
     `model`, (B,). Its exponential is an importance weight that turns expectations over
     `model`'s samples into expectations over the reference's: conditional on the final
-    sample x_0, its mean over paths is p_ref(x_0) / p_θ(x_0)."""
+    sample x_0, its mean over paths is p_ref(x_0) / p_θ(x_0). The log p_θ terms come from
+    traj.log_probs when the rollout kept them (one denoiser call per step instead of two)."""
     total = torch.zeros(traj.batch_size)
     with torch.no_grad():
         for k in range(model.num_steps):
             x, x_next = traj.states[k], traj.states[k + 1]
             ref = reference.step(x, k, traj.mask).log_prob(x_next)
-            total += (ref - model.step(x, k, traj.mask).log_prob(x_next)).cpu()
+            own = traj.log_probs[k] if traj.log_probs is not None else model.step(x, k, traj.mask).log_prob(x_next)
+            total += (ref - own).cpu()
     return total
