@@ -108,7 +108,7 @@ class _LaplaceStep(StepDistribution):
 
 def test_guidance_refuses_other_steps_and_settings():
     algo = ValueGuidance(GuidanceConfig(value_samples=64), _toy_context())
-    with pytest.raises(ValueError, match="Gaussian and masked categorical steps, not to _LaplaceStep"):
+    with pytest.raises(ValueError, match="masked categorical and joint steps, not to _LaplaceStep"):
         algo.guided_step(_LaplaceStep(), 0, None)
     with pytest.raises(ValueError, match="strength > 0"):
         GuidanceConfig(strength=0.0)

@@ -12,6 +12,9 @@ step's mean ȳ (the expected next state), with s the guidance `strength`:
   of a categorical is π_c·exp(s·g_c) renormalised, with g = ∇_y V at ȳ = π, the relaxed
   one-hot state (the straight-through gradient VARD uses, applied to the logits); positions
   that cannot change stay as they are.
+- Joint step (a product of parts on one clock): ȳ packs the parts' means, the gradient is
+  split by part, and each part is tilted by its own rule above (the tilt of a product by
+  exp(s·g·y) with g split by part is the product of the parts' tilts).
 - Any other step type raises a ValueError.
 
 With a value that is linear in the state this is exact, and for the soft value the tilted
@@ -31,6 +34,7 @@ import torch
 
 from vardbio.algorithms.base import path_kl_note
 from vardbio.algorithms.value_sampling import ValueSampling, ValueSamplingConfig
+from vardbio.processes.joint import JointStep, pack, split_flat
 from vardbio.processes.masked import CategoricalStep
 from vardbio.processes.steps import GaussianStep, StepDistribution
 
@@ -62,23 +66,12 @@ class ValueGuidance(ValueSampling):
     def guided_step(self, dist: StepDistribution, k: int, mask: torch.Tensor | None) -> StepDistribution:
         """`dist`, the model's step from sampler state k, tilted by exp(strength · V) to first
         order around its mean (see the module docstring)."""
-        if isinstance(dist, GaussianStep):
-            mean = dist.mean.detach()
-        elif isinstance(dist, CategoricalStep):
-            mean = dist.probs.detach()
-        else:
-            raise ValueError(f"value-gradient guidance applies to Gaussian and masked categorical steps, "
-                             f"not to {type(dist).__name__}")
+        mean = step_mean(dist)
         with torch.enable_grad():
             y = mean.clone().requires_grad_(True)
             value = self.value_head(y, self.time_tensor(k + 1, y.shape[0], y), mask)
             grad, = torch.autograd.grad(value.sum(), y)
-        s = self.config.strength
-        if isinstance(dist, GaussianStep):
-            return GaussianStep(mean + dist.projection(s * dist.std ** 2 * grad), dist.std, dist.projection)
-        logits = torch.where(mean > 0, torch.log(mean.clamp(min=1e-30)) + s * grad,
-                             torch.full_like(mean, -math.inf))
-        return CategoricalStep(torch.softmax(logits, dim=-1), dist.mask, dist.temperature)
+        return tilted(dist, self.config.strength * grad)
 
     @torch.no_grad()
     def sample_chunk(self, b: int, generator: torch.Generator):
@@ -108,3 +101,35 @@ class ValueGuidance(ValueSampling):
                 "note": "each value gradient is one forward and one backward pass of the value head"
                         + (" and of the reference denoiser (the head reads x̂_0)" if self.value_calls() else "")
                         + "; measuring the KL takes K more reference denoiser calls, not counted"}
+
+
+def step_mean(dist: StepDistribution) -> torch.Tensor:
+    """The expected next state ȳ of a step, detached: a Gaussian's mean, a categorical's
+    probabilities (the relaxed one-hot state, (B, L, C)), a joint step's parts' means packed
+    (B, D)."""
+    if isinstance(dist, GaussianStep):
+        return dist.mean.detach()
+    if isinstance(dist, CategoricalStep):
+        return dist.probs.detach()
+    if isinstance(dist, JointStep):
+        return pack([step_mean(s) for s in dist.steps])
+    raise _unsupported(dist)
+
+
+def tilted(dist: StepDistribution, g: torch.Tensor) -> StepDistribution:
+    """The step tilted by exp(g·y) to first order around its mean, g = s·∇V(ȳ) shaped like
+    step_mean(dist)."""
+    if isinstance(dist, GaussianStep):
+        return GaussianStep(dist.mean + dist.projection(dist.std ** 2 * g), dist.std, dist.projection)
+    if isinstance(dist, CategoricalStep):
+        probs = dist.probs
+        logits = torch.where(probs > 0, torch.log(probs.clamp(min=1e-30)) + g, torch.full_like(probs, -math.inf))
+        return CategoricalStep(torch.softmax(logits, dim=-1), dist.mask, dist.temperature)
+    if isinstance(dist, JointStep):
+        return JointStep([tilted(s, part) for s, part in zip(dist.steps, split_flat(g, dist.shapes))], dist.shapes)
+    raise _unsupported(dist)
+
+
+def _unsupported(dist: StepDistribution) -> ValueError:
+    return ValueError(f"value-gradient guidance applies to Gaussian, masked categorical and joint steps, "
+                      f"not to {type(dist).__name__}")
