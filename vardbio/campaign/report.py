@@ -30,6 +30,7 @@ import json
 import math
 import os
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -118,7 +119,7 @@ def kl_figure(summary: dict[str, Any], rows: list[dict[str, float]]) -> plt.Figu
                 label=f"training batch: {steps} × mean per-step KL", gid="iter_kl")
     last = summary.get("iterations") or 0
     ax.plot([0, last], [0.0, _num(summary["kl_to_reference"])], "o", color="black",
-            label=f"evaluation ({summary.get('kl_note') or 'path KL'})", gid="eval_kl")
+            label=textwrap.fill(f"evaluation ({summary.get('kl_note') or 'path KL'})", 60), gid="eval_kl")
     if "analytic" in summary and "kl_optimum" in summary["analytic"]:
         ax.axhline(summary["analytic"]["kl_optimum"], color="grey", ls=":", label="analytic optimum")
     ax.set_xlabel("iteration")
